@@ -1,0 +1,68 @@
+# Two commands matter (see README):  `make book`  builds the book;  `make test`  runs every test.
+# Both create .venv and install the pinned, tested versions from constraints.txt first.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+# torch/torchvision wheels for CPython 3.11 are what the pins resolve to; prefer that interpreter.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+JOBS ?= 2
+
+export PATH := $(BIN):$(PATH)
+export COMPANION_DATA_DIR ?= $(CURDIR)/data
+export MPLBACKEND := Agg
+export JUPYTER_PLATFORM_DIRS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
+# pip prints one line per local index that lacks a package; they are noise, not problems.
+PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help install book notebooks test lint unit chapters lock clean
+help:
+	@echo "make book       build the book (executes every chapter) into _build/html"
+	@echo "make test       lint, build the book, execute every chapter under nbmake, run pytest"
+	@echo "make notebooks  write the chapters as .ipynb into notebooks/ for running locally"
+	@echo "make lock       re-pin constraints.txt from the current .venv (after a tested upgrade)"
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> installing the pinned environment into $(VENV) (first time: a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]" 2>&1 | { $(PIP_QUIET); }
+	touch $@
+
+book: install
+	$(BIN)/jupyter-book build . -n -W --keep-going
+	@echo "==> open $(CURDIR)/_build/html/index.html"
+
+notebooks: install
+	$(BIN)/jupytext --sync $(CHAPTERS)
+	@echo "==> notebooks written to notebooks/ (paired with book/*.md: jupytext --sync keeps them in step)"
+
+# Notebooks for nbmake live outside book/: an .ipynb beside its .md would break the build.
+_build/notebooks: $(CHAPTERS) | install
+	rm -rf $@ && mkdir -p $@
+	for md in $(CHAPTERS); do \
+	  $(BIN)/jupytext --quiet --to ipynb --update-metadata '{"jupytext": null}' -o $@/$$(basename $${md%.md}).ipynb $$md; \
+	done
+
+lint: install _build/notebooks
+	$(BIN)/ruff check . _build/notebooks
+
+chapters: install _build/notebooks
+	$(BIN)/pytest -p no:cacheprovider -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _build/notebooks
+
+unit: install
+	$(BIN)/pytest -n $(JOBS)
+
+test: lint book chapters unit
+
+lock: install
+	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt
+
+clean:
+	rm -rf _build notebooks

@@ -1,0 +1,16 @@
+"""companion: the code the book *Training neural networks with JAX* builds, chapter by chapter.
+
+Small flat modules, one concept each (see the book's introduction for the chapter map):
+
+- :mod:`companion.checks` — input validation at the eager boundary
+- :mod:`companion.data` — MNIST loading and minibatches
+- :mod:`companion.plotting` — the book's figure style
+
+Importing the package does not import torch: torchvision is loaded only by
+:func:`companion.data.load_mnist`.
+"""
+
+from companion import checks, data, plotting
+
+__all__ = ["checks", "data", "plotting"]
+__version__ = "0.1.0"

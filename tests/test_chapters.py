@@ -1,0 +1,124 @@
+"""Checks on the executed chapters that nbmake and the book build do not make themselves.
+
+Each chapter is executed twice before these tests run (`make test`): once by the book build
+(`_build/jupyter_execute/`) and once by nbmake (`_build/notebooks/`, written back with
+`--overwrite`). Where an executed copy is missing or stale, the chapter is executed here.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.md"))
+EXECUTED = {
+    "book": ROOT / "_build" / "jupyter_execute" / "book",
+    "nbmake": ROOT / "_build" / "notebooks",
+}
+ids = [md.stem for md in CHAPTERS]
+
+
+def _code(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+@functools.cache
+def executed(md: Path, which: str) -> nbformat.NotebookNode:
+    """The chapter as executed by `which`, or executed now if that copy is missing or stale."""
+    source = jupytext.read(md)
+    path = EXECUTED[which] / f"{md.stem}.ipynb"
+    if path.exists():
+        nb = nbformat.read(path, as_version=4)
+        if _code(nb) == _code(source):
+            return nb
+    from nbclient import NotebookClient
+
+    NotebookClient(source, timeout=1200, kernel_name="python3",
+                   resources={"metadata": {"path": str(md.parent)}}).execute()
+    return source
+
+
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_chapters_exist_and_are_in_the_toc():
+    assert CHAPTERS, "no chapters found"
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    listed = {c["file"] for part in toc["parts"] for c in part["chapters"]}
+    assert {f"book/{md.stem}" for md in CHAPTERS} <= listed
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=ids)
+@pytest.mark.parametrize("which", ["book", "nbmake"])
+def test_raises_exception_cells_raise_what_they_declare(md, which):
+    """nbclient only *permits* an error in a raises-exception cell; here it must happen."""
+    nb = executed(md, which)
+    for i, cell in enumerate(nb.cells):
+        if "raises-exception" not in _tags(cell):
+            continue
+        expected = cell.metadata.get("raises")
+        assert expected, f"cell {i} is tagged raises-exception but declares no `raises: ErrorName`"
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors, f"cell {i} should raise {expected} but raised nothing:\n{cell.source}"
+        assert errors[-1].ename == expected, (
+            f"cell {i} should raise {expected}, raised {errors[-1].ename}: {errors[-1].evalue}"
+        )
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=ids)
+@pytest.mark.parametrize("which", ["book", "nbmake"])
+def test_chapter_prints_no_warnings(md, which):
+    for i, cell in enumerate(executed(md, which).cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                assert not re.search(r"warn", out.text, re.IGNORECASE), (
+                    f"cell {i} printed a warning:\n{out.text}"
+                )
+
+
+def _normalise(outputs) -> list:
+    """What a reader sees of a cell's outputs, with memory addresses masked.
+
+    Consecutive stream outputs are merged: how the kernel chunks stdout varies from run to run.
+    """
+    seen: list[tuple] = []
+    for out in outputs:
+        if out.output_type == "stream":
+            if seen and seen[-1][0] == out.name:
+                seen[-1] = (out.name, seen[-1][1] + out.text)
+            else:
+                seen.append((out.name, out.text))
+        elif out.output_type == "error":
+            seen.append(("error", out.ename, out.evalue))
+        else:
+            seen.append(tuple(sorted((k, str(v)) for k, v in out.get("data", {}).items())))
+    return [re.sub(r"0x[0-9a-f]{6,}", "0x…", repr(s)) for s in seen]
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=ids)
+def test_chapter_is_deterministic(md):
+    """Two executions print the same outputs, apart from cells tagged `timing`."""
+    first, second = executed(md, "book"), executed(md, "nbmake")
+    compared = 0
+    for i, (a, b) in enumerate(zip(first.cells, second.cells, strict=True)):
+        if a.cell_type != "code" or "timing" in _tags(a):
+            continue
+        assert _normalise(a.outputs) == _normalise(b.outputs), f"cell {i} differs:\n{a.source}"
+        compared += len(a.outputs)
+    assert compared > 0
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=ids)
+def test_chapter_has_an_exercise_with_an_executed_hidden_solution(md):
+    nb = executed(md, "book")
+    hidden = [c for c in nb.cells if c.cell_type == "code" and "hide-cell" in _tags(c)]
+    assert hidden, "each chapter ends with an exercise whose solution is a hide-cell code cell"
+    assert all(c.get("execution_count") for c in hidden)

@@ -1,0 +1,126 @@
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_mnist
+
+from companion import data
+from companion.data import DataUnavailableError, batches, load_mnist, num_batches
+
+
+def test_load_mnist_reads_idx_files_through_torchvision(tiny_mnist):
+    root, arrays = tiny_mnist
+    (x_train, y_train), (x_test, y_test) = load_mnist(root, download=False)
+    assert x_train.shape == (12, 784) and x_test.shape == (5, 784)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32
+    # Independent reference: the bytes we wrote, scaled by 1/255 in float64.
+    np.testing.assert_allclose(x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7)
+    np.testing.assert_allclose(x_test, arrays["test_x"].reshape(5, -1) / 255.0, rtol=1e-7)
+    np.testing.assert_array_equal(y_train, arrays["train_y"])
+    np.testing.assert_array_equal(y_test, arrays["test_y"])
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+
+
+def test_sizes_come_from_the_files(tmp_path):
+    make_mnist(tmp_path, n_train=7, n_test=3)
+    ds = load_mnist(tmp_path, download=False)
+    assert (len(ds.train.y), len(ds.test.y)) == (7, 3)
+    assert not data.is_full_mnist(ds)
+
+
+def test_root_from_environment_then_default(tmp_path, monkeypatch):
+    make_mnist(tmp_path / "env", n_train=4, n_test=2)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env"))
+    assert len(load_mnist(download=False).train.y) == 4
+    assert data.data_root() == tmp_path / "env"
+    assert data.data_root("elsewhere") == Path("elsewhere")  # the argument wins
+
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    make_mnist(tmp_path / "cwd" / "data", n_train=6, n_test=2)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert data.data_root() == Path("data")
+    assert len(load_mnist(download=False).train.y) == 6
+
+
+def test_missing_files_without_download_raise_clear_error(tmp_path):
+    with pytest.raises(DataUnavailableError) as info:
+        load_mnist(tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert str((tmp_path / "nowhere" / "MNIST" / "raw").resolve()) in message
+    assert "COMPANION_DATA_DIR" in message and "download=False" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_failed_download_raises_clear_error_not_urllib(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    # An address that refuses at once: the real download path runs and fails, as offline.
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(DataUnavailableError, match="downloading it through torchvision failed"):
+        load_mnist(tmp_path, download=True)
+
+
+def test_labels_out_of_range_in_files_are_refused(tmp_path):
+    bad = (np.array([0, 1, 12], dtype=np.uint8), np.array([0], dtype=np.uint8))
+    make_mnist(tmp_path, n_train=3, n_test=1, labels=bad)
+    with pytest.raises(ValueError, match="train labels must lie in \\[0, 10\\); found 12 at index 2"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_mismatched_label_count_is_refused(tmp_path):
+    make_mnist(tmp_path, n_train=3, n_test=2, labels=(np.zeros(2, np.uint8), np.zeros(2, np.uint8)))
+    with pytest.raises(ValueError, match=r"one label per image: 3 images but labels of shape \(2,\)"):
+        load_mnist(tmp_path, download=False)
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+X = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+Y = np.arange(10, dtype=np.int32) % 10
+
+
+@pytest.mark.parametrize(("batch_size", "drop_last", "sizes"),
+                         [(4, False, [4, 4, 2]), (4, True, [4, 4]), (10, False, [10]),
+                          (20, False, [10]), (20, True, [])])
+def test_batches_sizes_and_order(batch_size, drop_last, sizes):
+    got = list(batches(X, Y, batch_size, drop_last=drop_last))
+    assert [len(yb) for _, yb in got] == sizes
+    assert num_batches(10, batch_size, drop_last=drop_last) == len(sizes)
+    if got:
+        np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), Y[: sum(sizes)])
+        for xb, yb in got:  # rows stay paired with their labels
+            np.testing.assert_array_equal(np.asarray(xb), X[np.asarray(yb)])
+
+
+def test_shuffling_is_a_permutation_fixed_by_the_key():
+    key = jax.random.key(7)
+    first = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
+    again = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
+    other = np.concatenate([yb for _, yb in batches(X, Y, 3, key=jax.random.key(8))])
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(np.sort(first), Y)
+    assert not np.array_equal(first, Y) and not np.array_equal(first, other)
+    np.testing.assert_array_equal(first, np.asarray(jax.random.permutation(key, 10)))
+
+
+def test_batches_accept_jax_arrays():
+    got = list(batches(jax.numpy.asarray(X), jax.numpy.asarray(Y), 5))
+    assert all(isinstance(xb, jax.Array) for xb, _ in got)
+    np.testing.assert_array_equal(got[1][0], X[5:])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "size", "error", "match"),
+    [
+        (X, Y[:9], 4, ValueError, r"same number of examples.*\(10, 3\).*\(9,\)"),
+        (X, Y.reshape(5, 2), 4, ValueError, "y of shape"),
+        (X, np.where(Y == 3, 10, Y), 4, ValueError, "found 10 at index 3"),
+        (X, Y.astype(np.float32), 4, TypeError, "integer dtype"),
+        (np.where(X == 4, np.nan, X), Y, 4, ValueError, r"x must be finite.*index \(1, 1\)"),
+        (X, Y, 0, ValueError, "batch_size must be positive; got 0"),
+    ],
+)
+def test_batches_refuse_bad_input(x, y, size, error, match):
+    with pytest.raises(error, match=match):
+        next(batches(x, y, size))

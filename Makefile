@@ -44,17 +44,17 @@ notebooks: install
 	@echo "==> notebooks written to notebooks/ (paired with book/*.md: jupytext --sync keeps them in step)"
 
 # Notebooks for nbmake live outside book/: an .ipynb beside its .md would break the build.
-_build/notebooks: $(CHAPTERS) | install
+_nbmake: $(CHAPTERS) | install
 	rm -rf $@ && mkdir -p $@
 	for md in $(CHAPTERS); do \
 	  $(BIN)/jupytext --quiet --to ipynb --update-metadata '{"jupytext": null}' -o $@/$$(basename $${md%.md}).ipynb $$md; \
 	done
 
-lint: install _build/notebooks
-	$(BIN)/ruff check . _build/notebooks
+lint: install _nbmake
+	$(BIN)/ruff check . _nbmake
 
-chapters: install _build/notebooks
-	$(BIN)/pytest -p no:cacheprovider -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _build/notebooks
+chapters: install _nbmake
+	$(BIN)/pytest -p no:cacheprovider -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
 
 unit: install
 	$(BIN)/pytest -n $(JOBS)
@@ -65,4 +65,4 @@ lock: install
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf _build notebooks
+	rm -rf _build _nbmake notebooks

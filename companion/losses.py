@@ -1,0 +1,190 @@
+"""Losses of chapter 3: a numerically stable softmax, cross-entropy, MSE and an L2 penalty.
+
+Public functions take ``ArrayLike`` and return ``jax.Array``. Labels are validated when their
+values are concrete (outside ``jit``); inside ``jit`` they are abstract, and an out-of-range label
+makes :func:`cross_entropy` return NaN rather than a plausible wrong number — validate data once,
+at loading time (``companion.data`` does), so a training run never sees a bad label.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from companion.checks import check_finite, check_labels
+
+__all__ = ["cross_entropy", "cross_entropy_onehot", "l2_penalty", "log_softmax", "mse", "softmax"]
+
+
+def _shifted(logits: jax.Array, axis: int) -> jax.Array:
+    # Subtracting the max leaves softmax unchanged (exp(z - m) / Σ exp(z - m) = exp(z) / Σ exp(z))
+    # and makes the largest exponent exp(0) = 1: no overflow, and at least one term of the sum is 1,
+    # so the log of the sum never sees 0. stop_gradient: the shift is a constant, its gradient 0.
+    return logits - jax.lax.stop_gradient(jnp.max(logits, axis=axis, keepdims=True))
+
+
+def softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Probabilities from logits, computed without overflow.
+
+    .. math:: \mathrm{softmax}(z)_i = \frac{e^{z_i - \max_j z_j}}{\sum_k e^{z_k - \max_j z_j}}
+
+    Args:
+        logits: any shape, e.g. ``(B, C)``.
+        axis: the class axis.
+
+    Returns:
+        Same shape as ``logits``; non-negative, summing to 1 along ``axis``.
+
+    Examples:
+        >>> softmax(jnp.array([1000.0, 1000.0]))  # the naive formula gives nan here
+        Array([0.5, 0.5], dtype=float32)
+    """
+    shifted = _shifted(jnp.asarray(logits), axis)
+    e = jnp.exp(shifted)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Log-probabilities from logits, through a stable log-sum-exp.
+
+    .. math:: \log \mathrm{softmax}(z)_i = (z_i - m) - \log \sum_k e^{z_k - m}, \quad m = \max_j z_j
+
+    Unlike ``log(softmax(z))``, this never takes the log of an underflowed 0: a very negative
+    logit gives a large negative number, not ``-inf``.
+
+    Args:
+        logits: any shape, e.g. ``(B, C)``.
+        axis: the class axis.
+
+    Returns:
+        Same shape as ``logits``, all entries ``<= 0``.
+
+    Examples:
+        >>> log_softmax(jnp.array([0.0, -200.0]))  # log(softmax) gives [0, -inf]
+        Array([   0., -200.], dtype=float32)
+    """
+    shifted = _shifted(jnp.asarray(logits), axis)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _check_logits(logits: jax.Array) -> None:
+    if logits.ndim < 1 or not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise TypeError(f"logits must be a float array with a class axis; got {logits.dtype} {logits.shape}")
+    check_finite(logits, name="logits")
+
+
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+    r"""Mean cross-entropy between logits and integer class labels.
+
+    .. math:: L = -\frac{1}{B}\sum_{n=1}^{B} \log \mathrm{softmax}(z_n)_{y_n}
+
+    Args:
+        logits: shape ``(B, C)`` (or ``(C,)`` for one example), float.
+        labels: integer labels of shape ``(B,)`` (or ``()``), in ``[0, C)``.
+
+    Returns:
+        A scalar: the loss averaged over the batch.
+
+    Raises:
+        TypeError: float labels, or non-float logits.
+        ValueError: concrete labels outside ``[0, C)`` (the message names the value), batch
+            sizes of logits and labels that differ, or non-finite concrete logits.
+
+    Examples:
+        >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+        >>> cross_entropy(logits, jnp.array([0, 2]))
+        Array(0.12..., dtype=float32)
+        >>> cross_entropy(logits, jnp.array([0, 3]))
+        Traceback (most recent call last):
+        ...
+        ValueError: labels must lie in [0, 3); found 3 at index 1
+    """
+    logits = jnp.asarray(logits)
+    labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+    _check_logits(logits)
+    if jnp.shape(labels) != logits.shape[:-1]:
+        raise ValueError(
+            f"logits and labels disagree on the batch: logits {logits.shape} need labels of shape "
+            f"{logits.shape[:-1]}, got {jnp.shape(labels)}"
+        )
+    num_classes = logits.shape[-1]
+    check_labels(labels, num_classes)
+    labels = jnp.asarray(labels)
+    log_probs = log_softmax(logits)
+    # take_along_axis would clamp an out-of-range label to a valid class (a wrong, finite loss);
+    # under jit values cannot be checked, so such a label yields NaN instead, which no one misses.
+    picked = jnp.take_along_axis(log_probs, jnp.clip(labels, 0, num_classes - 1)[..., None], axis=-1)[..., 0]
+    valid = (labels >= 0) & (labels < num_classes)
+    return -jnp.mean(jnp.where(valid, picked, jnp.nan))
+
+
+def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
+    r"""Mean cross-entropy against target distributions (one-hot or soft labels).
+
+    .. math:: L = -\frac{1}{B}\sum_{n=1}^{B} \sum_{c=1}^{C} t_{nc} \log \mathrm{softmax}(z_n)_c
+
+    Args:
+        logits: shape ``(B, C)``.
+        targets: shape ``(B, C)``, each row a distribution over the classes (non-negative).
+
+    Returns:
+        A scalar: the loss averaged over the batch.
+
+    Examples:
+        >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+        >>> cross_entropy_onehot(logits, jax.nn.one_hot(jnp.array([0, 2]), 3))
+        Array(0.12..., dtype=float32)
+    """
+    logits = jnp.asarray(logits)
+    targets = jnp.asarray(targets)
+    _check_logits(logits)
+    if targets.shape != logits.shape:
+        raise ValueError(
+            f"targets must have the shape of logits {logits.shape} (one-hot rows); got {targets.shape}"
+        )
+    if not jnp.issubdtype(targets.dtype, jnp.floating):
+        targets = targets.astype(logits.dtype)
+    check_finite(targets, name="targets")
+    if not isinstance(targets, jax.core.Tracer) and bool(jnp.any(targets < 0)):
+        raise ValueError("targets must be non-negative (probabilities); found a negative entry")
+    return -jnp.mean(jnp.sum(targets * log_softmax(logits), axis=-1))
+
+
+def mse(pred: ArrayLike, target: ArrayLike) -> jax.Array:
+    r"""Mean squared error, :math:`\frac{1}{N}\sum_i (p_i - t_i)^2`, over all entries.
+
+    Shapes must match exactly: ``(N, 1)`` against ``(N,)`` would broadcast to ``(N, N)`` and
+    average the wrong thing without any error.
+
+    Examples:
+        >>> mse(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0]))
+        Array(2., dtype=float32)
+    """
+    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape; got {pred.shape} and {target.shape}")
+    return jnp.mean((pred - target) ** 2)
+
+
+def l2_penalty(params: object, *, weights_only: bool = True) -> jax.Array:
+    r"""Sum of squares of the parameters, :math:`\sum_\ell \lVert W_\ell \rVert_F^2`.
+
+    Add ``λ/2 · l2_penalty(params)`` to a loss for L2 regularisation. With SGD this equals weight
+    decay; with Adam it does not (the penalty's gradient is rescaled per parameter), which is why
+    AdamW *decouples* weight decay from the gradient (chapter 6).
+
+    Args:
+        params: any pytree of arrays, e.g. a list of ``(W, b)``.
+        weights_only: skip leaves with fewer than 2 dimensions (biases), as is customary.
+
+    Examples:
+        >>> l2_penalty([(jnp.ones((2, 3)), jnp.ones(3))])
+        Array(6., dtype=float32)
+        >>> l2_penalty([(jnp.ones((2, 3)), jnp.ones(3))], weights_only=False)
+        Array(9., dtype=float32)
+    """
+    leaves = [jnp.asarray(p) for p in jax.tree.leaves(params)]
+    leaves = [p for p in leaves if p.ndim >= 2 or not weights_only]
+    return sum((jnp.sum(jnp.square(p)) for p in leaves), start=jnp.zeros(()))

@@ -1,0 +1,179 @@
+"""The multilayer perceptron of chapter 2: parameters as a list of ``(W, b)``, and its forward pass.
+
+A layer computes ``a = σ(a_prev @ W + b)`` with ``W`` of shape ``(n_in, n_out)``, so a batch of
+row vectors ``(B, n_in)`` maps to ``(B, n_out)`` with one matrix product; the last layer is
+linear and returns logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from companion.checks import check_labels
+
+__all__ = ["ACTIVATIONS", "SCHEMES", "Params", "accuracy", "check_params", "forward", "init_params",
+           "param_count", "predict"]
+
+Params = list[tuple[jax.Array, jax.Array]]
+
+# The hidden-layer nonlinearities σ (chapter 4 adds their derivatives).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+}
+
+# Initialisation schemes: the standard deviation of W for a layer with n_in inputs, n_out outputs.
+SCHEMES: dict[str, Callable[[int, int, float], float]] = {
+    "normal": lambda n_in, n_out, scale: scale,                      # the original tutorial: N(0, 1)·scale
+    "xavier": lambda n_in, n_out, scale: float(np.sqrt(2.0 / (n_in + n_out))),  # Glorot & Bengio (2010)
+    "he": lambda n_in, n_out, scale: float(np.sqrt(2.0 / n_in)),     # He et al. (2015), for ReLU
+}
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least 2 entries (inputs and outputs); got {sizes}")
+    for i, n in enumerate(sizes):
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"sizes must be positive integers; got {n!r} at position {i} of {sizes}")
+    return [int(n) for n in sizes]
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def init_params(sizes: Sequence[int], key: jax.Array, scale: float = 0.02, *, scheme: str = "normal") -> Params:
+    """Random parameters for an MLP with layer widths ``sizes``.
+
+    Args:
+        sizes: ``[n_0, n_1, ..., n_L]``, e.g. ``[784, 128, 10]``; at least two positive integers.
+        key: a PRNG key (``jax.random.key(s)`` or the older ``jax.random.PRNGKey(s)``).
+        scale: the standard deviation for ``scheme="normal"`` (ignored by the others).
+        scheme: ``"normal"`` — the original tutorial's: ``W`` and ``b`` drawn from
+            ``N(0, 1)·scale``; ``"xavier"`` — ``W ~ N(0, 2/(n_in+n_out))``, ``b = 0``;
+            ``"he"`` — ``W ~ N(0, 2/n_in)``, ``b = 0``.
+
+    Returns:
+        A list of ``L`` pairs ``(W, b)``, ``W`` of shape ``(n_in, n_out)``, ``b`` of shape ``(n_out,)``,
+        float32. The same ``sizes``, ``key`` and ``scheme`` always give the same parameters.
+
+    Examples:
+        >>> params = init_params([784, 128, 10], jax.random.PRNGKey(516))
+        >>> [(W.shape, b.shape) for W, b in params]
+        [((784, 128), (128,)), ((128, 10), (10,))]
+    """
+    sizes = _check_sizes(sizes)
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
+    params = []
+    for layer_key, n_in, n_out in zip(jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:],
+                                      strict=True):
+        w_key, b_key = jax.random.split(layer_key)
+        std = SCHEMES[scheme](n_in, n_out, scale)
+        W = std * jax.random.normal(w_key, (n_in, n_out))
+        b = scale * jax.random.normal(b_key, (n_out,)) if scheme == "normal" else jnp.zeros(n_out)
+        params.append((W, b))
+    return params
+
+
+def check_params(params: Params) -> None:
+    """Raise ``ValueError`` unless ``params`` is a non-empty list of ``(W, b)`` with chained shapes."""
+    if not isinstance(params, list | tuple) or len(params) == 0:
+        raise ValueError(f"params must be a non-empty list of (W, b) pairs; got {type(params).__name__}")
+    for i, layer in enumerate(params):
+        if not isinstance(layer, list | tuple) or len(layer) != 2:
+            raise ValueError(f"layer {i} must be a pair (W, b); got {type(layer).__name__}")
+        W, b = layer
+        if jnp.ndim(W) != 2 or jnp.shape(b) != (jnp.shape(W)[1],):
+            raise ValueError(
+                f"layer {i}: W must be (n_in, n_out) and b (n_out,); got W {jnp.shape(W)}, b {jnp.shape(b)}"
+            )
+        if i > 0 and jnp.shape(W)[0] != jnp.shape(params[i - 1][0])[1]:
+            raise ValueError(
+                f"layer {i} expects {jnp.shape(W)[0]} inputs but layer {i - 1} gives "
+                f"{jnp.shape(params[i - 1][0])[1]} outputs"
+            )
+
+
+def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array:
+    """Logits of the MLP: ``σ`` after every layer but the last, which is linear.
+
+    Args:
+        params: a list of ``(W, b)`` as from :func:`init_params`.
+        x: one example ``(n_in,)`` or a batch ``(B, n_in)`` (any leading dimensions work).
+        activation: ``"relu"`` (default), ``"tanh"`` or ``"sigmoid"``.
+
+    Returns:
+        Logits of shape ``(n_out,)`` or ``(B, n_out)``.
+
+    Raises:
+        ValueError: if ``x``'s last dimension is not the first layer's input size (the message
+            names both), if ``params`` is malformed, or the activation is unknown.
+
+    Examples:
+        >>> params = init_params([4, 3, 2], jax.random.key(0))
+        >>> forward(params, jnp.ones(4)).shape, forward(params, jnp.ones((5, 4))).shape
+        ((2,), (5, 2))
+    """
+    check_params(params)
+    sigma = _activation(activation)
+    x = jnp.asarray(x)
+    n_in = jnp.shape(params[0][0])[0]
+    if x.ndim == 0 or x.shape[-1] != n_in:
+        raise ValueError(
+            f"x's last dimension must be the first layer's input size {n_in}; got x of shape {x.shape}"
+        )
+    a = x
+    for W, b in params[:-1]:
+        a = sigma(a @ W + b)  # (B, n_out) for a batch: one matmul per layer
+    W, b = params[-1]
+    return a @ W + b
+
+
+def predict(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array:
+    """Predicted classes, the argmax of the logits: shape ``(B,)`` for ``x`` of shape ``(B, n_in)``."""
+    return jnp.argmax(forward(params, x, activation), axis=-1)
+
+
+def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Fraction of examples whose largest logit is at the true label.
+
+    Args:
+        logits: shape ``(B, C)``.
+        labels: integer labels of shape ``(B,)`` in ``[0, C)``.
+
+    Returns:
+        A float32 scalar in [0, 1].
+
+    Examples:
+        >>> accuracy(jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), jnp.array([0, 1, 1]))
+        Array(0.6666667, dtype=float32)
+    """
+    logits = jnp.asarray(logits)
+    labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+    if logits.ndim != 2 or jnp.shape(labels) != logits.shape[:1]:
+        raise ValueError(
+            f"need logits (B, C) and labels (B,); got logits {logits.shape} and labels {jnp.shape(labels)}"
+        )
+    check_labels(labels, logits.shape[-1])
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def param_count(params: Params) -> int:
+    """The number of scalars in a parameter pytree.
+
+    Examples:
+        >>> param_count(init_params([784, 128, 10], jax.random.key(0)))
+        101770
+    """
+    return sum(int(np.prod(jnp.shape(leaf))) for leaf in jax.tree.leaves(params))

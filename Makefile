@@ -12,7 +12,6 @@ JOBS ?= 2
 
 export PATH := $(BIN):$(PATH)
 export COMPANION_DATA_DIR ?= $(CURDIR)/data
-export MPLBACKEND := Agg
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -57,7 +56,7 @@ chapters: install _nbmake
 	$(BIN)/pytest -p no:cacheprovider -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
 
 unit: install
-	$(BIN)/pytest -n $(JOBS)
+	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS)
 
 test: lint book chapters unit
 

@@ -85,7 +85,7 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
         labels: integer labels of shape ``(B,)`` (or ``()``), in ``[0, C)``.
 
     Returns:
-        A scalar: the loss averaged over the batch.
+        The loss averaged over the batch, a scalar.
 
     Raises:
         TypeError: float labels, or non-float logits.
@@ -130,7 +130,7 @@ def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
         targets: shape ``(B, C)``, each row a distribution over the classes (non-negative).
 
     Returns:
-        A scalar: the loss averaged over the batch.
+        The loss averaged over the batch, a scalar.
 
     Examples:
         >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]])

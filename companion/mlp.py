@@ -52,7 +52,9 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
-def init_params(sizes: Sequence[int], key: jax.Array, scale: float = 0.02, *, scheme: str = "normal") -> Params:
+def init_params(
+    sizes: Sequence[int], key: jax.Array, scale: float = 0.02, *, scheme: str = "normal"
+) -> Params:
     """Random parameters for an MLP with layer widths ``sizes``.
 
     Args:

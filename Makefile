@@ -53,7 +53,7 @@ lint: install _nbmake
 	$(BIN)/ruff check . _nbmake
 
 chapters: install _nbmake
-	$(BIN)/pytest -p no:cacheprovider -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
+	$(BIN)/pytest -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
 
 unit: install
 	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS)

@@ -1,0 +1,199 @@
+"""The backward pass of chapter 4, by hand: what ``jax.grad`` computes for the MLP, written out.
+
+For the loss ``cross_entropy(forward(params, x), labels)`` of an MLP with layers
+``z^(l) = a^(l-1) W^(l) + b^(l)``, ``a^(l) = σ(z^(l))`` (linear last layer), backprop is
+
+- output error: ``δ^(L) = (softmax(z^(L)) − onehot(y)) / B``
+- back one layer: ``δ^(l) = (δ^(l+1) W^(l+1)ᵀ) ⊙ σ′(z^(l))``
+- gradients: ``∇W^(l) = a^(l-1)ᵀ δ^(l)``, ``∇b^(l) = Σ_batch δ^(l)``
+
+(row-vector convention: examples are rows, so ``δ aᵀ`` of the column form becomes ``aᵀ δ``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from companion import mlp
+from companion.checks import check_labels
+from companion.losses import softmax
+
+__all__ = ["ACTIVATIONS", "Cache", "backward", "finite_difference_check", "forward_with_cache",
+           "manual_grads"]
+
+# One table: each activation σ and its derivative σ′, written in terms of z and a = σ(z)
+# (tanh and sigmoid reuse the stored output instead of recomputing the exponential).
+Sigma = Callable[[jax.Array], jax.Array]
+SigmaPrime = Callable[[jax.Array, jax.Array], jax.Array]
+ACTIVATIONS: dict[str, tuple[Sigma, SigmaPrime]] = {
+    "relu": (mlp.ACTIVATIONS["relu"], lambda z, a: (z > 0).astype(z.dtype)),
+    "tanh": (mlp.ACTIVATIONS["tanh"], lambda z, a: 1 - a**2),
+    "sigmoid": (mlp.ACTIVATIONS["sigmoid"], lambda z, a: a * (1 - a)),
+}
+
+
+class Cache(NamedTuple):
+    """What the forward pass keeps for the backward pass."""
+
+    inputs: list[jax.Array]  # a^(0) = x, a^(1), ..., a^(L-1): the input of each layer, (B, n_in)
+    pre: list[jax.Array]  # z^(1), ..., z^(L-1): hidden pre-activations, for σ′
+    logits: jax.Array  # z^(L), (B, C)
+
+
+def _lookup(activation: str):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]
+
+
+def forward_with_cache(
+    params: mlp.Params, x: ArrayLike, activation: str = "relu"
+) -> tuple[jax.Array, Cache]:
+    """The forward pass of :func:`companion.mlp.forward`, keeping what backprop needs.
+
+    Args:
+        params: a list of ``(W, b)``, ``W`` of shape ``(n_in, n_out)``.
+        x: a batch ``(B, n_in)`` or one example ``(n_in,)`` (treated as a batch of one).
+        activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
+
+    Returns:
+        ``(logits, cache)``: logits ``(B, C)`` equal to ``mlp.forward(params, x)`` (with a batch
+        axis added for one example), and a :class:`Cache`.
+    """
+    sigma, _ = _lookup(activation)
+    mlp.check_params(params)
+    n_in = jnp.shape(params[0][0])[0]
+    x = jnp.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise ValueError(f"x must be (B, {n_in}) or ({n_in},), the first layer's input size; got {x.shape}")
+    inputs, pre, a = [], [], x
+    for W, b in params[:-1]:
+        inputs.append(a)
+        z = a @ W + b  # (B, n_out)
+        pre.append(z)
+        a = sigma(z)
+    inputs.append(a)
+    W, b = params[-1]
+    logits = a @ W + b
+    return logits, Cache(inputs, pre, logits)
+
+
+def backward(
+    params: mlp.Params, cache: Cache, labels: ArrayLike, activation: str = "relu"
+) -> mlp.Params:
+    """Gradients of the mean cross-entropy with respect to every ``W`` and ``b``, by hand.
+
+    Args:
+        params: the parameters the cache was computed with.
+        cache: from :func:`forward_with_cache`.
+        labels: integer labels ``(B,)`` (or ``()`` for one example) in ``[0, C)``.
+        activation: the activation the forward pass used.
+
+    Returns:
+        A list of ``(dW, db)`` with exactly the structure, shapes and dtypes of ``params``.
+    """
+    _, sigma_prime = _lookup(activation)
+    mlp.check_params(params)
+    if len(cache.inputs) != len(params):
+        raise ValueError(f"the cache holds {len(cache.inputs)} layers but params has {len(params)}")
+    labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+    labels = jnp.reshape(jnp.asarray(labels), (-1,)) if jnp.ndim(labels) == 0 else labels
+    batch, num_classes = cache.logits.shape
+    check_labels(labels, num_classes)
+    if jnp.shape(labels) != (batch,):
+        raise ValueError(f"labels must have shape ({batch},) to match the batch of the cache; "
+                         f"got {jnp.shape(labels)}")
+    # ∂L/∂z^(L) for the mean cross-entropy: (softmax − onehot) / B, the only place the loss enters.
+    delta = (softmax(cache.logits) - jax.nn.one_hot(labels, num_classes, dtype=cache.logits.dtype)) / batch
+    grads = []
+    for layer in range(len(params) - 1, -1, -1):
+        W, _ = params[layer]
+        # ∇W = aᵀδ: (n_in, n_out);  ∇b = Σ_batch δ: (n_out,)
+        grads.append((cache.inputs[layer].T @ delta, jnp.sum(delta, axis=0)))
+        if layer > 0:
+            z = cache.pre[layer - 1]
+            delta = (delta @ W.T) * sigma_prime(z, cache.inputs[layer])  # δ Wᵀ ⊙ σ′(z): (B, n_in)
+    return grads[::-1]
+
+
+def manual_grads(
+    params: mlp.Params, x: ArrayLike, labels: ArrayLike, activation: str = "relu"
+) -> mlp.Params:
+    """Gradients of ``cross_entropy(mlp.forward(params, x, activation), labels)``, without autodiff.
+
+    Examples:
+        >>> params = mlp.init_params([4, 3, 2], jax.random.key(0), scheme="he")
+        >>> x, y = jnp.ones((5, 4)), jnp.array([0, 1, 1, 0, 1])
+        >>> from companion.losses import cross_entropy
+        >>> auto = jax.grad(lambda p: cross_entropy(mlp.forward(p, x), y))(params)
+        >>> bool(jnp.allclose(manual_grads(params, x, y)[0][0], auto[0][0], atol=1e-6))
+        True
+    """
+    _, cache = forward_with_cache(params, x, activation)
+    return backward(params, cache, labels, activation)
+
+
+def finite_difference_check(
+    f: Callable[[object], ArrayLike],
+    params: object,
+    grads: object | None = None,
+    *,
+    num_coords: int = 20,
+    eps: float = 1e-6,
+    key: jax.Array | None = None,
+) -> float:
+    r"""Worst relative error between ``grads`` and central differences of ``f`` at sampled coordinates.
+
+    .. math::
+        \frac{\partial f}{\partial \theta_i}
+        \approx \frac{f(\theta + \varepsilon e_i) - f(\theta - \varepsilon e_i)}{2\varepsilon}
+
+    Everything inside runs in float64 (``jax.enable_x64``): in float32 the rounding error of the
+    difference, about ``1e-7 / eps``, would swamp the comparison.
+
+    Args:
+        f: a scalar function of a parameter pytree.
+        params: the pytree to differentiate at.
+        grads: the gradients to check (same structure as ``params``); default ``jax.grad(f)``.
+        num_coords: how many coordinates to sample (across all leaves, uniformly).
+        eps: the finite-difference step.
+        key: PRNG key for the sampling; default ``jax.random.key(0)``.
+
+    Returns:
+        ``max_i |fd_i − g_i| / max(|fd_i| + |g_i|, 1e-12)`` over the sampled coordinates.
+    """
+    if num_coords <= 0:
+        raise ValueError(f"num_coords must be positive; got {num_coords}")
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        g = jax.grad(lambda p: jnp.asarray(f(p), jnp.float64))(p64) if grads is None else grads
+        leaves, treedef = jax.tree.flatten(p64)
+        g_leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(g)]
+        if [x.size for x in g_leaves] != [int(np.prod(x.shape)) for x in leaves]:
+            raise ValueError("grads must have the structure and shapes of params")
+        sizes = np.array([int(np.prod(x.shape)) for x in leaves])
+        flat = jax.random.choice(key if key is not None else jax.random.key(0), int(sizes.sum()),
+                                 (min(num_coords, int(sizes.sum())),), replace=False)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        worst = 0.0
+        for i in np.asarray(flat):
+            leaf = int(np.searchsorted(starts, i, side="right") - 1)
+            j = int(i - starts[leaf])
+
+            def shifted(delta, leaf=leaf, j=j):
+                new = list(leaves)
+                new[leaf] = leaves[leaf].ravel().at[j].add(delta).reshape(leaves[leaf].shape)
+                return float(f(jax.tree.unflatten(treedef, new)))
+
+            fd = (shifted(eps) - shifted(-eps)) / (2 * eps)
+            an = float(g_leaves[leaf][j])
+            worst = max(worst, abs(fd - an) / max(abs(fd) + abs(an), 1e-12))
+    return worst

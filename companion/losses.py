@@ -113,9 +113,12 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
     check_labels(labels, num_classes)
     labels = jnp.asarray(labels)
     log_probs = log_softmax(logits)
-    # take_along_axis would clamp an out-of-range label to a valid class (a wrong, finite loss);
-    # under jit values cannot be checked, so such a label yields NaN instead, which no one misses.
-    picked = jnp.take_along_axis(log_probs, jnp.clip(labels, 0, num_classes - 1)[..., None], axis=-1)[..., 0]
+    # Pick log p[y] with a one-hot product rather than an index: the gradient is then elementwise
+    # (an indexed gather's gradient is a scatter, much slower on CPU), and an out-of-range label,
+    # which indexing would silently clamp to a valid class, gives an all-zero row. Under jit such a
+    # label cannot be checked, so it turns the loss into NaN instead, which no one misses.
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
+    picked = jnp.sum(log_probs * onehot, axis=-1)
     valid = (labels >= 0) & (labels < num_classes)
     return -jnp.mean(jnp.where(valid, picked, jnp.nan))
 

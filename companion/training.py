@@ -1,0 +1,298 @@
+"""Training the chapter-2 MLP with SGD, three ways: eager, jit per step, and a fused epoch.
+
+Every mode runs the same update on the same batches, so they compute the same numbers (to float
+rounding); they differ only in how much Python runs per step:
+
+- ``"eager"``: no ``jit``; every array operation is dispatched from Python, one by one.
+- ``"jit"``: one compiled SGD step, called from a Python loop once per batch.
+- ``"scan"``: the whole epoch compiled as one ``lax.scan`` over the batches, with the data on the
+  device and the parameters donated (their buffers reused for the result): one call per epoch.
+
+An epoch uses ``N // batch_size`` full batches (the last ``N % batch_size`` examples are skipped;
+shuffle with a key so different ones are skipped each epoch): every step then has the same shape,
+and nothing recompiles.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
+
+from companion import mlp
+from companion.checks import check_finite, check_labels
+from companion.data import NUM_CLASSES
+from companion.losses import cross_entropy
+
+__all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "sgd_update", "trace_counts",
+           "train_epoch"]
+
+MODES = ("eager", "jit", "scan")
+
+# How many times each compiled function has been traced: incremented by Python code inside the
+# traced functions, which runs only while JAX traces. A count that grows every epoch means the
+# function is recompiled every epoch (the classic silent slowdown).
+_TRACES: collections.Counter[str] = collections.Counter()
+
+
+def trace_counts() -> dict[str, int]:
+    """How often the jitted SGD step (``"step"``) and fused epoch (``"epoch"``) were traced."""
+    return dict(_TRACES)
+
+
+def loss_fn(params: mlp.Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``."""
+    return cross_entropy(mlp.forward(params, x), y)
+
+
+def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float) -> tuple[mlp.Params, jax.Array]:
+    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all layers).
+
+    Args:
+        params: list of ``(W, b)``.
+        x: a batch ``(B, n_in)``.
+        y: integer labels ``(B,)``.
+        lr: the learning rate.
+
+    Returns:
+        ``(new_params, loss)`` where ``loss`` is the batch loss *before* the update.
+
+    Examples:
+        >>> params = mlp.init_params([4, 3], jax.random.key(0))
+        >>> x, y = jnp.ones((2, 4)), jnp.array([0, 2])
+        >>> new, loss = sgd_update(params, x, y, lr=0.1)
+        >>> bool(loss_fn(new, x, y) < loss)
+        True
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+
+
+def _batch(x, y, i, batch_size):
+    # Batch i of the epoch, sliced inside jit: a cheap dynamic slice of the data already on the
+    # device, instead of an eager copy of the whole dataset every epoch.
+    start = i * batch_size
+    return (jax.lax.dynamic_slice_in_dim(x, start, batch_size),
+            jax.lax.dynamic_slice_in_dim(y, start, batch_size))
+
+
+@functools.partial(jax.jit, static_argnames="batch_size", donate_argnums=0)
+def _jit_step(params, x, y, i, lr, *, batch_size):
+    _TRACES["step"] += 1
+    return sgd_update(params, *_batch(x, y, i, batch_size), lr)
+
+
+@functools.partial(jax.jit, static_argnames="batch_size", donate_argnums=0)
+def _scan_epoch(params, x, y, lr, key, *, batch_size):
+    _TRACES["epoch"] += 1
+    if key is not None:
+        x, y = _shuffle(x, y, key)
+    num = y.shape[0] // batch_size
+    xs = x[: num * batch_size].reshape(num, batch_size, *x.shape[1:])  # (num, B, 784)
+    ys = y[: num * batch_size].reshape(num, batch_size)  # (num, B)
+
+    def body(p, batch):
+        return sgd_update(p, batch[0], batch[1], lr)
+
+    params, losses = jax.lax.scan(body, params, (xs, ys))
+    return params, jnp.mean(losses)
+
+
+@jax.jit
+def _shuffle(x, y, key):
+    perm = jax.random.permutation(key, y.shape[0])
+    return x[perm], y[perm]
+
+
+def _validate(x: ArrayLike, y: ArrayLike, name: str = "") -> None:
+    xs, ys = jnp.shape(x), jnp.shape(y)
+    if len(xs) != 2 or ys != (xs[0],):
+        raise ValueError(f"{name}x must be (N, D) and {name}y (N,); got {name}x {xs} and {name}y {ys}")
+    check_labels(y if isinstance(y, jax.Array) else np.asarray(y), NUM_CLASSES, name=f"{name}y")
+    check_finite(x, name=f"{name}x")
+
+
+def train_epoch(
+    params: mlp.Params,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    lr: float,
+    batch_size: int,
+    mode: str = "scan",
+    key: jax.Array | None = None,
+    validate: bool = True,
+) -> tuple[mlp.Params, jax.Array]:
+    """One epoch of SGD over ``N // batch_size`` full batches.
+
+    Args:
+        params: list of ``(W, b)``. In ``"jit"`` and ``"scan"`` modes their buffers are *donated*:
+            do not use the arrays you passed in after the call, use the returned ones.
+        x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device between epochs.
+        y: integer labels ``(N,)``.
+        lr: learning rate.
+        batch_size: examples per step.
+        mode: ``"eager"``, ``"jit"`` or ``"scan"`` (see the module docstring).
+        key: shuffle the examples with this PRNG key; ``None`` keeps their order.
+        validate: check shapes, labels and finiteness first (``fit`` does it once, then skips it).
+
+    Returns:
+        ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before its step.
+
+    Examples:
+        >>> x, y = jnp.ones((10, 4)), jnp.arange(10) % 3
+        >>> params = mlp.init_params([4, 3], jax.random.key(0))
+        >>> params, loss = train_epoch(params, x, y, lr=0.1, batch_size=5, mode="jit")
+        >>> loss.shape
+        ()
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if validate:
+        _validate(x, y)
+        mlp.check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    num = y.shape[0] // batch_size
+    if num == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the {y.shape[0]} examples: no full batch")
+    lr = jnp.float32(lr)  # an array, not a Python float: a new learning rate does not recompile
+    if mode == "scan":
+        return _scan_epoch(params, x, y, lr, key, batch_size=batch_size)
+    if key is not None:
+        x, y = _shuffle(x, y, key)
+    losses = []
+    for i in range(num):
+        if mode == "jit":
+            params, loss = _jit_step(params, x, y, i, lr, batch_size=batch_size)
+        else:
+            params, loss = sgd_update(params, x[i * batch_size : (i + 1) * batch_size],
+                                      y[i * batch_size : (i + 1) * batch_size], lr)
+        losses.append(loss)  # kept on the device: no host round-trip per step
+    return params, jnp.mean(jnp.stack(losses))
+
+
+class Metrics(NamedTuple):
+    """Loss and accuracy on a dataset."""
+
+    loss: float
+    accuracy: float
+
+
+@jax.jit
+def _eval_batch(params, x, y):
+    logits = mlp.forward(params, x)
+    n = y.shape[0]
+    return cross_entropy(logits, y) * n, jnp.sum(jnp.argmax(logits, -1) == y)
+
+
+def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1000) -> Metrics:
+    """Mean cross-entropy and accuracy over all of ``(x, y)``, in batches of ``batch_size``.
+
+    Args:
+        params: list of ``(W, b)``.
+        x: inputs ``(N, 784)``.
+        y: integer labels ``(N,)`` in ``[0, 10)``.
+        batch_size: examples per forward pass (memory, not results, depends on it).
+
+    Returns:
+        ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch may be
+        smaller).
+    """
+    _validate(x, y)
+    mlp.check_params(params)
+    return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size)
+
+
+def _evaluate(params: mlp.Params, x: jax.Array, y: jax.Array, batch_size: int = 1000) -> Metrics:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    total_loss, correct = 0.0, 0
+    for start in range(0, y.shape[0], batch_size):
+        loss_sum, right = _eval_batch(params, x[start : start + batch_size], y[start : start + batch_size])
+        total_loss += float(loss_sum)
+        correct += int(right)
+    n = int(y.shape[0])
+    return Metrics(total_loss / n, correct / n)
+
+
+@dataclass
+class History:
+    """Per-epoch records of :func:`fit`, as plain floats."""
+
+    loss: list[float] = field(default_factory=list)  # mean training loss during the epoch
+    train_accuracy: list[float] = field(default_factory=list)  # after the epoch
+    val_accuracy: list[float] = field(default_factory=list)  # after the epoch (empty without data)
+    epoch_time: list[float] = field(default_factory=list)  # seconds for the epoch's updates
+
+
+def fit(
+    params: mlp.Params,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    mode: str = "scan",
+    x_val: ArrayLike | None = None,
+    y_val: ArrayLike | None = None,
+    key: jax.Array | None = None,
+    progress: bool = True,
+) -> tuple[mlp.Params, History]:
+    """Train for ``epochs`` epochs with :func:`train_epoch`, recording a :class:`History`.
+
+    The data is validated once and moved to the device once. With a ``key``, each epoch shuffles
+    with its own key split from it. ``epoch_time`` measures the updates only (the work
+    ``block_until_ready`` waits for), not the evaluation.
+
+    Args:
+        params: initial list of ``(W, b)`` (donated in ``"jit"``/``"scan"`` modes).
+        x_train: ``(N, 784)``; y_train: ``(N,)`` integer labels.
+        epochs: number of epochs, ``>= 1``.
+        lr: learning rate.
+        batch_size: examples per step.
+        mode: ``"eager"``, ``"jit"`` or ``"scan"``.
+        x_val: optional validation inputs; y_val: their labels (validated once).
+        key: PRNG key for shuffling; ``None`` keeps the order.
+        progress: show a tqdm progress bar with the latest loss and accuracies.
+
+    Returns:
+        ``(params, history)``.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs}")
+    if (x_val is None) != (y_val is None):
+        raise ValueError("give both x_val and y_val, or neither")
+    _validate(x_train, y_train)
+    mlp.check_params(params)
+    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once, for all epochs
+    if x_val is not None:
+        _validate(x_val, y_val, name="val_")
+        x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
+    history = History()
+    keys = jax.random.split(key, epochs) if key is not None else [None] * epochs
+    bar = tqdm(range(epochs), desc=f"training ({mode})", unit="epoch", disable=not progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        params, loss = train_epoch(params, x_dev, y_dev, lr=lr, batch_size=batch_size, mode=mode,
+                                   key=keys[epoch], validate=False)
+        jax.block_until_ready(params)
+        history.epoch_time.append(time.perf_counter() - start)
+        history.loss.append(float(loss))
+        history.train_accuracy.append(_evaluate(params, x_dev, y_dev).accuracy)
+        postfix = {"loss": f"{history.loss[-1]:.4f}", "train_acc": f"{history.train_accuracy[-1]:.3f}"}
+        if x_val is not None:
+            history.val_accuracy.append(_evaluate(params, x_val, y_val).accuracy)
+            postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+        bar.set_postfix(postfix)
+    return params, history

@@ -1,0 +1,49 @@
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from companion.timing import Timing, benchmark, compile_time
+
+
+def test_benchmark_is_well_formed_for_a_jitted_function():
+    f = jax.jit(lambda x: (x @ x, {"sum": x.sum()}))  # any pytree comes back
+    t = benchmark(f, jnp.ones((32, 32)), warmup=2, repeat=4)
+    assert isinstance(t, Timing) and len(t.times) == 4
+    assert t.min == min(t.times) <= t.median <= t.max == max(t.times)
+    assert t.compile is not None and t.compile > 0
+    assert "median" in str(t) and "compile" in str(t)
+
+
+def test_calls_warmup_plus_repeat_times_and_waits_for_the_work():
+    calls = []
+
+    def slow(x):
+        calls.append(x)
+        time.sleep(0.01)
+        return x
+
+    t = benchmark(slow, 1, warmup=2, repeat=3)
+    assert len(calls) == 5
+    assert t.min >= 0.01 and t.compile is None
+
+
+def test_compile_time_does_not_run_the_function():
+    runs = []
+
+    @jax.jit
+    def f(x):
+        runs.append(1)  # runs at trace time only
+        return x * 2
+
+    assert compile_time(f, jnp.ones(3)) > 0
+    assert len(runs) == 1  # traced once by lower(), nothing executed
+    assert compile_time(lambda x: x, 1) is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"repeat": 0}, "repeat must be at least 1"),
+                                                ({"warmup": -1}, "warmup must be non-negative")])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        benchmark(lambda: None, **kwargs)

@@ -1,0 +1,137 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from companion import mlp, training
+from companion.backprop import manual_grads
+from companion.bench import numpy_epoch
+
+
+def blobs(n=512, d=20, classes=4, seed=0):
+    """A small learnable problem: Gaussian clusters around random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    x = centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32)
+    return x, y
+
+
+def copy(params):
+    return jax.tree.map(jnp.array, params)
+
+
+@pytest.mark.parametrize("sizes", [[20, 4], [20, 16, 4], [20, 16, 16, 16, 4]])
+def test_sgd_update_matches_manual_backprop(sizes):
+    x, y = blobs()
+    params = mlp.init_params(sizes, jax.random.key(1), scheme="he")
+    new, loss = training.sgd_update(params, x[:64], y[:64], 0.1)
+    grads = manual_grads(params, x[:64], y[:64])
+    for (W, b), (nW, nb), (gW, gb) in zip(params, new, grads, strict=True):
+        np.testing.assert_allclose(nW, W - 0.1 * gW, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(nb, b - 0.1 * gb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, training.loss_fn(params, x[:64], y[:64]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("key", [None, jax.random.key(3)])
+def test_modes_agree_with_each_other_and_with_numpy(key):
+    x, y = blobs(n=300)
+    init = mlp.init_params([20, 32, 4], jax.random.key(2))
+    results = {}
+    for mode in training.MODES:
+        results[mode] = training.train_epoch(copy(init), x, y, lr=0.05, batch_size=32, mode=mode, key=key)
+    for mode in ("jit", "scan"):
+        for a, b in zip(jax.tree.leaves(results[mode][0]), jax.tree.leaves(results["eager"][0]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(results[mode][1], results["eager"][1], rtol=1e-6)
+    if key is None:  # independent reference: the numpy backward pass, same batches
+        ref_params, ref_loss = numpy_epoch([(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.05, 32)
+        for a, b in zip(jax.tree.leaves(results["scan"][0]), jax.tree.leaves(ref_params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(results["scan"][1], ref_loss, rtol=1e-5)
+
+
+def test_epoch_uses_full_batches_only():
+    x, y = blobs(n=100)
+    init = mlp.init_params([20, 4], jax.random.key(0))
+    _, loss = training.train_epoch(copy(init), x, y, lr=0.0, batch_size=32, mode="scan")
+    expected = np.mean([float(training.loss_fn(init, x[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32]))
+                        for i in range(3)])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_each_compiled_function_traces_once_across_epochs():
+    x, y = blobs(n=200)
+    params = mlp.init_params([20, 8, 4], jax.random.key(0))
+    before = training.trace_counts()
+    for mode in ("jit", "scan"):
+        for epoch in range(3):  # new learning rates and new keys must not retrace either
+            params, _ = training.train_epoch(params, x, y, lr=0.01 * (epoch + 1), batch_size=40, mode=mode,
+                                             key=jax.random.key(epoch))
+    after = training.trace_counts()
+    assert after.get("step", 0) - before.get("step", 0) == 1
+    assert after.get("epoch", 0) - before.get("epoch", 0) == 1
+
+
+def test_jit_and_scan_donate_the_parameters():
+    x, y = blobs(n=64)
+    params = mlp.init_params([20, 4], jax.random.key(0))
+    new, _ = training.train_epoch(params, x, y, lr=0.1, batch_size=32, mode="scan")
+    assert params[0][0].is_deleted() and not new[0][0].is_deleted()
+
+
+def test_evaluate_against_numpy():
+    x, y = blobs(n=250)
+    params = mlp.init_params([20, 16, 4], jax.random.key(4))
+    logits = np.asarray(mlp.forward(params, x), np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    metrics = training.evaluate(params, x, y, batch_size=64)  # 250 = 3 × 64 + 58: a partial batch
+    assert metrics.loss == pytest.approx(-log_probs[np.arange(250), y].mean(), rel=1e-5)
+    assert metrics.accuracy == pytest.approx(np.mean(logits.argmax(1) == y))
+
+
+def test_fit_learns_a_learnable_problem():
+    x, y = blobs(n=600)
+    params = mlp.init_params([20, 32, 4], jax.random.key(5), scheme="he")
+    start = training.evaluate(params, x[500:], y[500:])
+    params, history = training.fit(params, x[:500], y[:500], epochs=8, lr=0.05, batch_size=50,
+                                   x_val=x[500:], y_val=y[500:], key=jax.random.key(6), progress=False)
+    assert len(history.loss) == len(history.train_accuracy) == len(history.val_accuracy) == 8
+    assert len(history.epoch_time) == 8 and all(t > 0 for t in history.epoch_time)
+    assert history.loss[-1] < 0.5 * history.loss[0]
+    assert history.val_accuracy[-1] > 0.9 > start.accuracy
+    assert history.val_accuracy[-1] == pytest.approx(training.evaluate(params, x[500:], y[500:]).accuracy)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"mode": "fused"}, ValueError, r"unknown mode 'fused'; choose one of \['eager', 'jit', 'scan'\]"),
+        ({"batch_size": 0}, ValueError, "batch_size must be positive; got 0"),
+        ({"batch_size": 1000}, ValueError, "larger than the 100 examples"),
+    ],
+)
+def test_train_epoch_refuses_bad_arguments(kwargs, error, match):
+    x, y = blobs(n=100)
+    args = {"lr": 0.1, "batch_size": 10, "mode": "jit"} | kwargs
+    with pytest.raises(error, match=match):
+        training.train_epoch(mlp.init_params([20, 4], jax.random.key(0)), x, y, **args)
+
+
+def test_bad_data_is_refused_before_training():
+    x, y = blobs(n=100)
+    params = mlp.init_params([20, 4], jax.random.key(0))
+    with pytest.raises(ValueError, match=r"found 10 at index 7"):
+        training.train_epoch(params, x, np.where(np.arange(100) == 7, 10, y), lr=0.1, batch_size=10)
+    with pytest.raises(ValueError, match=r"x must be finite"):
+        training.train_epoch(params, np.where(x > 3, np.nan, x), y, lr=0.1, batch_size=10)
+    with pytest.raises(ValueError, match=r"got x \(100, 20\) and y \(99,\)"):
+        training.train_epoch(params, x, y[:99], lr=0.1, batch_size=10)
+    with pytest.raises(ValueError, match=r"val_y must lie in \[0, 10\); found 12"):
+        training.fit(params, x, y, epochs=1, lr=0.1, batch_size=10, x_val=x[:5], y_val=np.full(5, 12),
+                     progress=False)
+    with pytest.raises(ValueError, match="both x_val and y_val"):
+        training.fit(params, x, y, epochs=1, lr=0.1, batch_size=10, x_val=x[:5], progress=False)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        training.fit(params, x, y, epochs=0, lr=0.1, batch_size=10, progress=False)

@@ -7,13 +7,16 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.mlp` — MLP parameters, forward pass, accuracy (chapter 2)
 - :mod:`companion.losses` — stable softmax, cross-entropy, MSE, L2 (chapter 3)
 - :mod:`companion.backprop` — the backward pass by hand, finite differences (chapter 4)
+- :mod:`companion.training` — SGD epochs (eager, jit, scan), ``fit``, ``evaluate`` (chapter 5)
+- :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter 5)
+- :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter 5)
 - :mod:`companion.plotting` — the book's figure style
 
 Importing the package does not import torch: torchvision is loaded only by
 :func:`companion.data.load_mnist`.
 """
 
-from companion import backprop, checks, data, losses, mlp, plotting
+from companion import backprop, bench, checks, data, losses, mlp, plotting, timing, training
 
-__all__ = ["backprop", "checks", "data", "losses", "mlp", "plotting"]
+__all__ = ["backprop", "bench", "checks", "data", "losses", "mlp", "plotting", "timing", "training"]
 __version__ = "0.1.0"

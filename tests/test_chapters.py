@@ -95,7 +95,8 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
     How the kernel chunks a stream varies from run to run, so chunks are joined the way myst-nb
     joins them (``nb_merge_streams``). myst-nb merges in place when it renders: in its executed
     copy the first chunk of each stream already holds the whole text, and later chunks repeat it.
-    Memory addresses are masked; glued values (papermill records) myst-nb keeps out of its copy.
+    Memory addresses and kernel file names are masked; glued values (papermill records) myst-nb
+    keeps out of its copy.
     """
     streams: dict[str, str] = {}
     others = []
@@ -115,7 +116,9 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
                 others.append(tuple(sorted((k, str(v)) for k, v in data.items())))
     if which == "book":
         streams = {k: v.rstrip() + "\n" for k, v in streams.items() if v.rstrip()}
-    mask = functools.partial(re.sub, r"0x[0-9a-f]{6,}", "0x…")
+    def mask(text: str) -> str:  # memory addresses and the kernel's temporary file names vary
+        return re.sub(r"ipykernel_\d+/\d+", "ipykernel_…", re.sub(r"0x[0-9a-f]{6,}", "0x…", text))
+
     return {k: mask(v) for k, v in streams.items()}, [mask(repr(o)) for o in others]
 
 

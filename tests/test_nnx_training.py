@@ -1,0 +1,151 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from companion import mlp, nnx_training, training
+from companion.nnx_models import MLP
+from companion.nnx_training import NonFiniteLossError, OptimizerConfig
+
+
+def blobs(n=512, d=20, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32), y
+
+
+def test_schedule_values_against_the_formula():
+    cfg = OptimizerConfig(peak_lr=3e-3, warmup_steps=20, total_steps=220, end_lr=1e-4)
+    schedule = nnx_training.make_schedule(cfg)
+    for t in [0, 5, 19, 20, 21, 100, 219, 220, 500]:
+        if t < 20:
+            expected = 3e-3 * t / 20
+        else:
+            progress = min(t - 20, 200) / 200
+            expected = 1e-4 + (3e-3 - 1e-4) * 0.5 * (1 + np.cos(np.pi * progress))
+        assert float(schedule(t)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+        nnx_training.make_schedule(OptimizerConfig(warmup_steps=10, total_steps=10))
+
+
+def test_optimizer_matches_numpy_adamw_with_clipping():
+    cfg = OptimizerConfig(peak_lr=0.1, warmup_steps=1, total_steps=10, weight_decay=0.01, clip_norm=0.5)
+    tx = nnx_training.make_tx(cfg)
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state = tx.init(params)
+    p = np.array([1.0, -2.0, 3.0])
+    m = v = np.zeros(3)
+    for t, g in enumerate([np.array([0.3, -0.4, 1.2]), np.array([-0.1, 0.2, 0.05])], start=1):
+        updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+        g = g * min(1.0, 0.5 / np.linalg.norm(g))  # clip by global norm
+        lr = 0.1 * min(t - 1, 1) if t - 1 < 1 else 0.05 + 0.05 * np.cos(np.pi * (t - 2) / 9)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)
+        p = p - lr * (mhat / (np.sqrt(vhat) + 1e-8) + 0.01 * p)
+        np.testing.assert_allclose(params["w"], p, rtol=1e-5, atol=1e-7)
+
+
+def test_train_step_with_sgd_equals_the_chapter_5_update():
+    x, y = blobs(64)
+    params = mlp.init_params([20, 16, 4], jax.random.key(0))
+    model = MLP.from_params(params)
+    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    loss = nnx_training.train_step(model, optimizer, metrics, guard, jnp.asarray(x), jnp.asarray(y))
+    expected, expected_loss = training.sgd_update(params, x, y, 0.1)
+    for layer, (W, b) in zip(model.layers, expected, strict=True):
+        np.testing.assert_allclose(layer.kernel[...], W, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(layer.bias[...], b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    computed = metrics.compute()
+    assert float(computed["loss"]) == pytest.approx(float(expected_loss), rel=1e-6)
+    grads = jax.grad(training.loss_fn)(params, x, y)
+    assert float(computed["grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+    assert int(guard.first_bad_step[...]) == -1
+
+
+def test_fit_overfits_one_batch_and_reports_history():
+    x, y = blobs(32)
+    model = MLP([20, 64, 4], rngs=nnx.Rngs(0))
+    cfg = OptimizerConfig(peak_lr=1e-2, warmup_steps=5, total_steps=200, weight_decay=0.0)
+    optimizer = nnx_training.make_optimizer(model, cfg)
+    history = nnx_training.fit(model, optimizer, x, y, epochs=200, batch_size=32, x_val=x, y_val=y,
+                               schedule=nnx_training.make_schedule(cfg), progress=False)
+    assert history.loss[-1] < 0.01 < history.loss[0]
+    assert history.val_accuracy[-1] == 1.0
+    assert len(history.grad_norm) == len(history.learning_rate) == len(history.epoch_time) == 200
+    assert history.learning_rate[-1] == pytest.approx(0.0, abs=1e-9)
+    assert history.val_loss[-1] == pytest.approx(nnx_training.evaluate(model, x, y).loss, rel=1e-5)
+
+
+def test_fit_fast_path_matches_the_readable_step():
+    x, y = blobs(256)
+    models = [MLP([20, 16, 4], rngs=nnx.Rngs(1)) for _ in range(2)]
+    cfg = OptimizerConfig(peak_lr=1e-2, warmup_steps=2, total_steps=40)
+    opts = [nnx_training.make_optimizer(m, cfg) for m in models]
+    nnx_training.fit(models[0], opts[0], x, y, epochs=2, batch_size=32, progress=False)
+    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    for _ in range(2):
+        for i in range(8):
+            xb, yb = jnp.asarray(x[i * 32:(i + 1) * 32]), jnp.asarray(y[i * 32:(i + 1) * 32])
+            nnx_training.train_step(models[1], opts[1], metrics, guard, xb, yb)
+    leaves = [jax.tree.leaves(nnx.state(m)) for m in models]
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_guard_stops_training_and_keeps_the_last_finite_parameters():
+    x, y = blobs(256)
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    optimizer = nnx_training.make_optimizer(model, optax.sgd(1e30))  # the first update overflows
+    before = [np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    with pytest.raises(NonFiniteLossError, match=r"diverged at optimizer step 0 \(epoch 1\).*non-finite"):
+        nnx_training.fit(model, optimizer, x, y, epochs=3, batch_size=16, check_every=4, progress=False)
+    after = [np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    for a, b in zip(before, after, strict=True):  # every step was undone
+        np.testing.assert_array_equal(a, b)
+
+    # a NaN batch that bypassed validation (train_step trusts its inputs): recorded and undone
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    good, bad = jnp.asarray(x[:16]), jnp.asarray(x[:16]).at[0, 0].set(jnp.nan)
+    nnx_training.train_step(model, optimizer, metrics, guard, good, jnp.asarray(y[:16]))
+    kept = [np.asarray(p) for p in jax.tree.leaves(nnx.state((model, optimizer)))]
+    nnx_training.train_step(model, optimizer, metrics, guard, bad, jnp.asarray(y[:16]))
+    assert int(guard.first_bad_step[...]) == 1 and np.isnan(float(guard.bad_loss[...]))
+    for a, b in zip(kept, jax.tree.leaves(nnx.state((model, optimizer))), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_against_numpy():
+    x, y = blobs(250)
+    params = mlp.init_params([20, 16, 4], jax.random.key(4), scheme="he")
+    logits = np.asarray(mlp.forward(params, x), np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    result = nnx_training.evaluate(MLP.from_params(params), x, y, batch_size=64)
+    assert result.loss == pytest.approx(-log_probs[np.arange(250), y].mean(), rel=1e-5)
+    assert result.accuracy == pytest.approx(np.mean(logits.argmax(1) == y))
+
+
+def test_bad_input():
+    x, y = blobs(64)
+    model = MLP([20, 4], rngs=nnx.Rngs(0))
+    opt = nnx_training.make_optimizer(model, optax.sgd(0.1))
+    with pytest.raises(ValueError, match="found 11 at index 2"):
+        nnx_training.fit(model, opt, x, np.where(np.arange(64) == 2, 11, y), epochs=1, batch_size=8,
+                         progress=False)
+    with pytest.raises(ValueError, match="x must be finite"):
+        nnx_training.evaluate(model, np.full_like(x, np.nan), y)
+    with pytest.raises(ValueError, match="larger than the 64 examples"):
+        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=100, progress=False)
+    with pytest.raises(ValueError, match="both x_val and y_val"):
+        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, y_val=y, progress=False)
+    with pytest.raises(ValueError, match="start_epoch"):
+        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, start_epoch=2, progress=False)

@@ -10,13 +10,30 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.training` — SGD epochs (eager, jit, scan), ``fit``, ``evaluate`` (chapter 5)
 - :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter 5)
 - :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter 5)
+- :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
+- :mod:`companion.nnx_training` — optax optimizer, NNX train/eval steps, ``fit``, NaN guard (chapter 6)
+- :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
 - :mod:`companion.plotting` — the book's figure style
 
 Importing the package does not import torch: torchvision is loaded only by
 :func:`companion.data.load_mnist`.
 """
 
-from companion import backprop, bench, checks, data, losses, mlp, plotting, timing, training
+from companion import (
+    backprop,
+    bench,
+    checkpoint,
+    checks,
+    data,
+    losses,
+    mlp,
+    nnx_models,
+    nnx_training,
+    plotting,
+    timing,
+    training,
+)
 
-__all__ = ["backprop", "bench", "checks", "data", "losses", "mlp", "plotting", "timing", "training"]
+__all__ = ["backprop", "bench", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
+           "plotting", "timing", "training"]
 __version__ = "0.1.0"

@@ -68,8 +68,9 @@ class MLP(nnx.Module):
         if shapes != expected:
             raise ValueError(f"params have layer shapes {shapes}; this MLP has {expected}")
         for layer, (W, b) in zip(self.layers, params, strict=True):
-            layer.kernel[...] = jnp.asarray(W, layer.kernel.dtype)
-            layer.bias[...] = jnp.asarray(b, layer.bias.dtype)
+            # copies: the model must not share buffers with `params` (training donates them)
+            layer.kernel[...] = jnp.array(W, layer.kernel.dtype, copy=True)
+            layer.bias[...] = jnp.array(b, layer.bias.dtype, copy=True)
 
     @classmethod
     def from_params(cls, params: mlp.Params, *, activation: str = "relu") -> MLP:

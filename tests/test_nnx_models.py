@@ -18,6 +18,14 @@ def test_bridge_from_chapter_2_parameters_gives_identical_logits(sizes, activati
     assert [lay.kernel.shape for lay in model.layers] == [W.shape for W, _ in params]
 
 
+def test_from_params_copies_so_training_cannot_delete_the_originals():
+    params = mlp.init_params([6, 3], jax.random.key(0))
+    model = MLP.from_params(params)
+    assert model.layers[0].kernel[...] is not params[0][0]
+    model.layers[0].kernel[...].delete()  # what donation does to the model's buffers
+    assert not params[0][0].is_deleted()
+
+
 def test_load_params_refuses_other_shapes():
     model = MLP([784, 64, 10], rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"layer shapes \[\(784, 128\), \(128, 10\)\]; this MLP has"):

@@ -13,6 +13,7 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
 - :mod:`companion.nnx_training` — optax optimizer, NNX train/eval steps, ``fit``, NaN guard (chapter 6)
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
+- :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter 7)
 - :mod:`companion.plotting` — the book's figure style
 
 Importing the package does not import torch: torchvision is loaded only by
@@ -29,11 +30,12 @@ from companion import (
     mlp,
     nnx_models,
     nnx_training,
+    parallel,
     plotting,
     timing,
     training,
 )
 
 __all__ = ["backprop", "bench", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
-           "plotting", "timing", "training"]
+           "parallel", "plotting", "timing", "training"]
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 # pip prints one line per local index that lacks a package; they are noise, not problems.
 PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install book notebooks test lint unit chapters lock clean
+.PHONY: help install book browser notebooks test lint unit chapters lock clean
 help:
 	@echo "make book       build the book (executes every chapter) into _build/html"
 	@echo "make test       lint, build the book, execute every chapter under nbmake, run pytest"
@@ -34,9 +34,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]" 2>&1 | { $(PIP_QUIET); }
 	touch $@
 
-book: install
+# MathJax is served from the book itself, so the built HTML reads offline: fetched once from the
+# npm registry (a tarball; nothing else is installed) and unpacked into _assets/ (gitignored;
+# not _static/, whose every .js file Jupyter Book would add to every page).
+MATHJAX_VERSION := 3.2.2
+_assets/mathjax/tex-chtml.js:
+	rm -rf _assets/mathjax .cache/mathjax && mkdir -p _assets .cache/mathjax
+	cd .cache/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	cp -r .cache/mathjax/package/es5 _assets/mathjax
+
+book: install _assets/mathjax/tex-chtml.js
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	@echo "==> open $(CURDIR)/_build/html/index.html"
+
+# The browser test drives Debian's Chromium (never a downloaded browser): installed here if missing.
+browser:
+	@command -v chromium >/dev/null || { echo "==> installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 notebooks: install
 	$(BIN)/jupytext --sync $(CHAPTERS)
@@ -55,7 +69,7 @@ lint: install _nbmake
 chapters: install _nbmake
 	$(BIN)/pytest -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
 
-unit: install
+unit: install browser
 	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS)
 
 test: lint book chapters unit
@@ -64,4 +78,4 @@ lock: install
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf _build _nbmake notebooks
+	rm -rf _build _nbmake notebooks _assets/mathjax .cache

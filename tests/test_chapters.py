@@ -139,7 +139,11 @@ def test_chapter_is_deterministic(md):
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=ids)
 def test_chapter_has_an_exercise_with_an_executed_hidden_solution(md):
+    text = md.read_text()
+    assert ":::{exercise}" in text and ":::{solution-start}" in text and ":::{solution-end}" in text
     nb = executed(md, "book")
-    hidden = [c for c in nb.cells if c.cell_type == "code" and "hide-cell" in _tags(c)]
-    assert hidden, "each chapter ends with an exercise whose solution is a hide-cell code cell"
-    assert all(c.get("execution_count") for c in hidden)
+    solutions = [c for c in nb.cells if c.cell_type == "code" and "solution" in _tags(c)]
+    assert solutions, "the solution is a code cell tagged `solution`, inside solution-start/-end"
+    assert all(c.get("execution_count") for c in solutions)
+    start, end = text.index(":::{solution-start}"), text.index(":::{solution-end}")
+    assert all(c.source.strip() in text[start:end] for c in solutions)

@@ -16,13 +16,13 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter 7)
 - :mod:`companion.plotting` — the book's figure style
 
+``companion.bench`` is a command (``python -m companion.bench``), imported on its own, not here.
 Importing the package does not import torch: torchvision is loaded only by
 :func:`companion.data.load_mnist`.
 """
 
 from companion import (
     backprop,
-    bench,
     checkpoint,
     checks,
     data,
@@ -36,6 +36,6 @@ from companion import (
     training,
 )
 
-__all__ = ["backprop", "bench", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
+__all__ = ["backprop", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
            "parallel", "plotting", "timing", "training"]
 __version__ = "0.1.0"

@@ -55,3 +55,14 @@ def test_cli_help_and_errors(capsys):
     assert info.value.code == 2 and "unknown variants ['cuda']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--epochs", "0"])
+
+
+def test_runs_as_a_module_without_warnings():
+    import subprocess
+    import sys
+
+    argv = ["-W", "error", "-m", "companion.bench", "--synthetic", "128", "--epochs", "1",
+            "--variants", "jit,scan"]
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "scan" in out.stdout and out.stderr == ""

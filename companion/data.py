@@ -31,10 +31,12 @@ __all__ = [
     "MNISTData",
     "Split",
     "batches",
+    "check_dataset",
     "data_root",
     "is_full_mnist",
     "load_mnist",
     "num_batches",
+    "shuffle",
 ]
 
 DATA_DIR_ENV = "COMPANION_DATA_DIR"
@@ -171,6 +173,49 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
+def check_dataset(
+    x: ArrayLike, y: ArrayLike, *, name: str = "", num_classes: int = NUM_CLASSES, flat: bool = False
+) -> None:
+    """Raise unless ``(x, y)`` is a usable dataset: matching lengths, labels in range, finite inputs.
+
+    The one check every entry point runs once, before any training (inside ``jit`` it cannot).
+
+    Args:
+        x: inputs ``(N, ...)`` (``(N, D)`` with ``flat=True``).
+        y: integer labels ``(N,)`` in ``[0, num_classes)``.
+        name: a prefix for the messages, e.g. ``"val_"``.
+        num_classes: the number of classes.
+        flat: require 2-D inputs.
+
+    Raises:
+        ValueError: shapes that do not match (both are named), a label out of range (its value and
+            index are named), or a NaN/inf in ``x``.
+        TypeError: labels that are not integers.
+
+    Examples:
+        >>> check_dataset(np.zeros((3, 784), np.float32), np.array([0, 9, 2]))
+        >>> check_dataset(np.zeros((3, 784), np.float32), np.array([0, 9]))
+        Traceback (most recent call last):
+        ...
+        ValueError: x must be (N, ...) and y (N,), the same N; got x (3, 784) and y (2,)
+    """
+    xs, ys = tuple(jnp.shape(x)), tuple(jnp.shape(y))
+    ok_x = len(xs) == 2 if flat else len(xs) >= 1
+    if not ok_x or len(ys) != 1 or ys[0] != xs[0]:
+        wanted = "(N, D)" if flat else "(N, ...)"
+        raise ValueError(
+            f"{name}x must be {wanted} and {name}y (N,), the same N; got {name}x {xs} and {name}y {ys}")
+    check_labels(y if isinstance(y, jax.Array) else np.asarray(y), num_classes, name=f"{name}y")
+    check_finite(x, name=f"{name}x")
+
+
+@jax.jit
+def shuffle(x: jax.Array, y: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x, y)`` in the order of ``jax.random.permutation(key, N)``, on the device (one compiled gather)."""
+    perm = jax.random.permutation(key, y.shape[0])
+    return x[perm], y[perm]
+
+
 def batches(
     x: ArrayLike,
     y: ArrayLike,
@@ -205,15 +250,9 @@ def batches(
     """
     x_arr = x if isinstance(x, jax.Array) else np.asarray(x)
     y_arr = y if isinstance(y, jax.Array) else np.asarray(y)
-    if x_arr.ndim < 1 or y_arr.ndim != 1 or x_arr.shape[0] != y_arr.shape[0]:
-        raise ValueError(
-            f"x and y must have the same number of examples, with y of shape (N,); "
-            f"got x {x_arr.shape} and y {y_arr.shape}"
-        )
+    check_dataset(x_arr, y_arr, num_classes=num_classes)
     n = y_arr.shape[0]
     count = num_batches(n, batch_size, drop_last=drop_last)
-    check_labels(y_arr, num_classes, name="y")
-    check_finite(x_arr, name="x")
     order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
     for i in range(count):
         idx = order[i * batch_size : (i + 1) * batch_size]

@@ -24,14 +24,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
-from companion.checks import check_finite, check_labels
-from companion.data import NUM_CLASSES, batches, num_batches
+from companion.data import batches, check_dataset, num_batches, shuffle
 from companion.losses import cross_entropy
 
 __all__ = [
@@ -180,12 +178,6 @@ def _fast_eval_step(graphdef, state, x, y):
     return nnx.state((model, metrics))
 
 
-@jax.jit
-def _shuffle(x, y, key):
-    perm = jax.random.permutation(key, y.shape[0])
-    return x[perm], y[perm]
-
-
 class EvalMetrics(NamedTuple):
     """Loss and accuracy on a dataset."""
 
@@ -194,11 +186,7 @@ class EvalMetrics(NamedTuple):
 
 
 def _validate(x: ArrayLike, y: ArrayLike, name: str = "") -> None:
-    xs, ys = jnp.shape(x), jnp.shape(y)
-    if len(xs) < 2 or ys != (xs[0],):
-        raise ValueError(f"{name}x must be (N, ...) and {name}y (N,); got {name}x {xs} and {name}y {ys}")
-    check_labels(y if isinstance(y, jax.Array) else np.asarray(y), NUM_CLASSES, name=f"{name}y")
-    check_finite(x, name=f"{name}x")
+    check_dataset(x, y, name=name)
 
 
 def evaluate(model: nnx.Module, x: ArrayLike, y: ArrayLike, batch_size: int = 1000) -> EvalMetrics:
@@ -314,7 +302,7 @@ def fit(
                 f"Lower the learning rate, or check the data for NaN/inf.")
 
     for epoch in range(start_epoch, epochs):
-        xs, ys = (x_dev, y_dev) if key is None else _shuffle(x_dev, y_dev, jax.random.fold_in(key, epoch))
+        xs, ys = (x_dev, y_dev) if key is None else shuffle(x_dev, y_dev, jax.random.fold_in(key, epoch))
         start = time.perf_counter()
         for i in range(steps):
             leaves = _fast_train_step(graphdef, treedef, leaves, xs, ys, i, batch_size)

@@ -23,13 +23,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
 from companion import mlp
-from companion.checks import check_finite, check_labels
-from companion.data import NUM_CLASSES
+from companion.data import check_dataset, shuffle
 from companion.losses import cross_entropy
 
 __all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "sgd_update", "trace_counts",
@@ -94,7 +92,7 @@ def _jit_step(params, x, y, i, lr, *, batch_size):
 def _scan_epoch(params, x, y, lr, key, *, batch_size):
     _TRACES["epoch"] += 1
     if key is not None:
-        x, y = _shuffle(x, y, key)
+        x, y = shuffle(x, y, key)
     num = y.shape[0] // batch_size
     xs = x[: num * batch_size].reshape(num, batch_size, *x.shape[1:])  # (num, B, 784)
     ys = y[: num * batch_size].reshape(num, batch_size)  # (num, B)
@@ -106,18 +104,8 @@ def _scan_epoch(params, x, y, lr, key, *, batch_size):
     return params, jnp.mean(losses)
 
 
-@jax.jit
-def _shuffle(x, y, key):
-    perm = jax.random.permutation(key, y.shape[0])
-    return x[perm], y[perm]
-
-
 def _validate(x: ArrayLike, y: ArrayLike, name: str = "") -> None:
-    xs, ys = jnp.shape(x), jnp.shape(y)
-    if len(xs) != 2 or ys != (xs[0],):
-        raise ValueError(f"{name}x must be (N, D) and {name}y (N,); got {name}x {xs} and {name}y {ys}")
-    check_labels(y if isinstance(y, jax.Array) else np.asarray(y), NUM_CLASSES, name=f"{name}y")
-    check_finite(x, name=f"{name}x")
+    check_dataset(x, y, name=name, flat=True)
 
 
 def train_epoch(
@@ -169,7 +157,7 @@ def train_epoch(
     if mode == "scan":
         return _scan_epoch(params, x, y, lr, key, batch_size=batch_size)
     if key is not None:
-        x, y = _shuffle(x, y, key)
+        x, y = shuffle(x, y, key)
     losses = []
     for i in range(num):
         if mode == "jit":

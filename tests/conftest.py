@@ -36,6 +36,14 @@ def make_mnist(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 0,
     return arrays
 
 
+def blobs(n=512, d=20, classes=4, seed=0):
+    """A small learnable problem: Gaussian clusters around random centres, labels int32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32), y
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return tmp_path, make_mnist(tmp_path)

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import blobs
 from flax import nnx
 
 from companion import nnx_training
@@ -12,11 +13,6 @@ from companion.nnx_training import OptimizerConfig
 CFG = OptimizerConfig(peak_lr=1e-2, warmup_steps=3, total_steps=60)
 
 
-def blobs(n=256, d=20, classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
-    y = rng.integers(0, classes, n).astype(np.int32)
-    return centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32), y
 
 
 def fresh(seed):
@@ -32,7 +28,7 @@ def assert_same_state(a, b):
 
 
 def test_round_trip_is_bitwise(tmp_path):
-    x, y = blobs()
+    x, y = blobs(256)
     model, opt = fresh(0)
     nnx_training.fit(model, opt, x, y, epochs=1, batch_size=32, progress=False)
     with Checkpointer(tmp_path / "ck") as ckpt:
@@ -45,7 +41,7 @@ def test_round_trip_is_bitwise(tmp_path):
 
 
 def test_resume_equals_training_straight_through(tmp_path):
-    x, y = blobs()
+    x, y = blobs(256)
     straight, straight_opt = fresh(0)
     nnx_training.fit(straight, straight_opt, x, y, epochs=3, batch_size=32, key=jax.random.key(5),
                      progress=False)
@@ -76,7 +72,7 @@ def test_half_written_checkpoints_are_never_listed_or_loaded(tmp_path):
 
 
 def test_no_temporary_folders_are_left_behind(tmp_path):
-    x, y = blobs()
+    x, y = blobs(256)
     model, opt = fresh(0)
     with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
         nnx_training.fit(model, opt, x, y, epochs=3, batch_size=64, checkpointer=ckpt, progress=False)

@@ -113,8 +113,8 @@ def test_batches_accept_jax_arrays():
 @pytest.mark.parametrize(
     ("x", "y", "size", "error", "match"),
     [
-        (X, Y[:9], 4, ValueError, r"same number of examples.*\(10, 3\).*\(9,\)"),
-        (X, Y.reshape(5, 2), 4, ValueError, "y of shape"),
+        (X, Y[:9], 4, ValueError, r"the same N; got x \(10, 3\) and y \(9,\)"),
+        (X, Y.reshape(5, 2), 4, ValueError, r"y \(N,\), the same N; got x \(10, 3\) and y \(5, 2\)"),
         (X, np.where(Y == 3, 10, Y), 4, ValueError, "found 10 at index 3"),
         (X, Y.astype(np.float32), 4, TypeError, "integer dtype"),
         (np.where(X == 4, np.nan, X), Y, 4, ValueError, r"x must be finite.*index \(1, 1\)"),
@@ -124,3 +124,22 @@ def test_batches_accept_jax_arrays():
 def test_batches_refuse_bad_input(x, y, size, error, match):
     with pytest.raises(error, match=match):
         next(batches(x, y, size))
+
+
+def test_check_dataset_names_the_problem():
+    data.check_dataset(np.zeros((4, 2, 2)), np.arange(4))  # any trailing shape by default
+    with pytest.raises(ValueError, match=r"val_x must be \(N, D\) and val_y \(N,\), the same N; got val_x"):
+        data.check_dataset(np.zeros((4, 2, 2)), np.arange(4), name="val_", flat=True)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\); found 3 at index 3"):
+        data.check_dataset(np.zeros((4, 2)), np.arange(4), num_classes=3)
+    with pytest.raises(ValueError, match=r"x must be finite; found 1 non-finite value\(s\).* \(2, 0\)"):
+        data.check_dataset(np.array([[0.0], [1.0], [np.inf]]), np.arange(3))
+
+
+def test_shuffle_is_the_keyed_permutation():
+    key = jax.random.key(3)
+    xs, ys = data.shuffle(jax.numpy.asarray(X), jax.numpy.asarray(Y), key)
+    perm = np.asarray(jax.random.permutation(key, 10))
+    np.testing.assert_array_equal(xs, X[perm])  # reference: numpy fancy indexing
+    np.testing.assert_array_equal(ys, Y[perm])
+    assert not np.array_equal(perm, np.arange(10))

@@ -3,18 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import blobs
 from flax import nnx
 
 from companion import mlp, nnx_training, training
 from companion.nnx_models import MLP
 from companion.nnx_training import NonFiniteLossError, OptimizerConfig
-
-
-def blobs(n=512, d=20, classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
-    y = rng.integers(0, classes, n).astype(np.int32)
-    return centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32), y
 
 
 def test_schedule_values_against_the_formula():

@@ -2,19 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import blobs
 
 from companion import mlp, training
 from companion.backprop import manual_grads
 from companion.bench import numpy_epoch
-
-
-def blobs(n=512, d=20, classes=4, seed=0):
-    """A small learnable problem: Gaussian clusters around random centres."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
-    y = rng.integers(0, classes, n).astype(np.int32)
-    x = centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32)
-    return x, y
 
 
 def copy(params):

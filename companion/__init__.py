@@ -17,25 +17,27 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.plotting` — the book's figure style
 
 ``companion.bench`` is a command (``python -m companion.bench``), imported on its own, not here.
-Importing the package does not import torch: torchvision is loaded only by
-:func:`companion.data.load_mnist`.
+Importing the package imports none of its modules until they are used; none of them imports
+torch (torchvision is loaded only when :func:`companion.data.load_mnist` must download MNIST).
 """
 
-from companion import (
-    backprop,
-    checkpoint,
-    checks,
-    data,
-    losses,
-    mlp,
-    nnx_models,
-    nnx_training,
-    parallel,
-    plotting,
-    timing,
-    training,
-)
+import importlib
+import types
 
-__all__ = ["backprop", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
-           "parallel", "plotting", "timing", "training"]
+# Submodules load on first use (PEP 562): `from companion import mlp` or `companion.mlp` imports
+# mlp and what it needs (jax, numpy), not flax, optax, orbax or matplotlib.
+_SUBMODULES = ("backprop", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
+               "parallel", "plotting", "timing", "training")
+
+__all__ = list(_SUBMODULES)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"companion.{name}")  # also binds it in this namespace
+    raise AttributeError(f"module 'companion' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])

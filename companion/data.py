@@ -1,17 +1,22 @@
-"""MNIST as the book needs it: loading through torchvision, validation, and minibatches.
+"""MNIST as the book needs it: reading the IDX files, validation, and minibatches.
 
 Data flow: IDX files on disk (torchvision's raw layout, ``<root>/MNIST/raw``) →
 :func:`load_mnist` (numpy, validated once) → :func:`batches` (JAX arrays) → a training step.
 
-torchvision (and with it torch) is imported lazily, inside :func:`load_mnist`, so that
-``import companion`` stays light.
+Reading four IDX files needs only numpy (:func:`read_idx`); torchvision (and with it torch) is
+imported only to *download* MNIST when the files are missing, so loading takes a fraction of a
+second and ``import companion`` stays light.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import io
 import os
+import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -33,9 +38,12 @@ __all__ = [
     "batches",
     "check_dataset",
     "data_root",
+    "describe",
+    "fingerprint",
     "is_full_mnist",
     "load_mnist",
     "num_batches",
+    "read_idx",
     "shuffle",
 ]
 
@@ -71,11 +79,75 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else Path("data")
 
 
+RAW_FILES = {  # split → (images, labels), as torchvision lays them out in <root>/MNIST/raw/
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _raw_path(root: Path, name: str) -> Path | None:
+    """The file ``name`` under ``root/MNIST/raw``, uncompressed or as ``name.gz``; None if absent."""
+    for candidate in (root / "MNIST" / "raw" / name, root / "MNIST" / "raw" / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _raw_files_present(root: Path) -> bool:
-    raw = root / "MNIST" / "raw"
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    return all((raw / n).is_file() for n in names)
+    return all(_raw_path(root, n) is not None for pair in RAW_FILES.values() for n in pair)
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (MNIST's format), plain or gzipped, as a uint8 array.
+
+    The header is two zero bytes, a type byte (``0x08``: unsigned byte), the number of
+    dimensions ``d``, then ``d`` big-endian uint32 sizes; the values follow, row-major.
+
+    Raises:
+        ValueError: a header that is not IDX, a type other than unsigned byte, or a file whose
+            length does not match its header (a truncated download); the message names the file.
+
+    Examples:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "labels-idx1-ubyte"
+        >>> _ = f.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
+        >>> read_idx(f)
+        array([7, 2, 1], dtype=uint8)
+    """
+    path = Path(path)
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise ValueError(f"{path} is not an IDX file (it must start with two zero bytes)")
+    kind, ndim = data[2], data[3]
+    if kind != 0x08:
+        raise ValueError(f"{path}: only IDX files of unsigned bytes (type 0x08) are read; got type 0x{kind:02x}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path} is truncated: its header needs {header} bytes, the file has {len(data)}")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(data) - header != expected:
+        raise ValueError(f"{path}: the header promises {shape} = {expected:,} values, "
+                         f"the file holds {len(data) - header:,} (truncated or corrupt?)")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def fingerprint(root: str | os.PathLike[str] | None = None) -> str:
+    """A short content hash of the four MNIST files (12 hex digits of SHA-256).
+
+    Two folders holding the same MNIST give the same fingerprint, wherever they are; any change
+    of an image or a label changes it. The book build uses it to re-execute the chapters when the
+    data changes, and the status page names the data by it (not by a path).
+    """
+    path = data_root(root)
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for name in RAW_FILES[split]:
+            found = _raw_path(path, name)
+            if found is None:
+                raise _unavailable(path, download=False)
+            digest.update(read_idx(found).tobytes())  # the values, not the bytes: .gz or not, same data
+    return digest.hexdigest()[:12]
 
 
 def _first_line(e: BaseException) -> str:
@@ -92,7 +164,7 @@ def _unavailable(root: Path, download: bool, cause: BaseException | None = None)
     return DataUnavailableError(
         f"MNIST is not available: no files under {(root / 'MNIST' / 'raw').resolve()} and {tried}. "
         f"Put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, uncompressed) in <root>/MNIST/raw/, "
+        f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, uncompressed or .gz) in <root>/MNIST/raw/, "
         f"or point the environment variable {DATA_DIR_ENV} at a folder that holds MNIST/raw/, "
         f"or run once with internet access so torchvision can download it."
     )
@@ -108,17 +180,37 @@ def _to_split(images: np.ndarray, labels: np.ndarray, name: str) -> Split:
         )
     if images.shape[0] == 0:
         raise ValueError(f"{name} split is empty")
-    x = images.reshape(images.shape[0], IMAGE_SIZE).astype(np.float32) / np.float32(255.0)
+    x = images.reshape(images.shape[0], IMAGE_SIZE).astype(np.float32)
+    x /= np.float32(255.0)  # in place: one float32 copy of the images, not two
     y = labels.astype(np.int32)
     check_labels(y, NUM_CLASSES, name=f"{name} labels")
     return Split(x, y)
 
 
-def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> MNISTData:
-    """Load MNIST through ``torchvision.datasets.MNIST`` as flat float32 images and int32 labels.
+def _download(root: Path) -> None:
+    """Fetch MNIST into ``root/MNIST/raw`` through torchvision (the one use of torch here)."""
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError as e:
+        raise DataUnavailableError(
+            f"MNIST is not under {(root / 'MNIST' / 'raw').resolve()}, and downloading it needs "
+            f"torchvision: pip install 'companion[data]' (or torchvision), or put the four IDX files "
+            f"there yourself, or point {DATA_DIR_ENV} at a folder that holds MNIST/raw/.") from e
+    for train in (True, False):
+        try:
+            # torchvision prints one line per failed mirror; the error below says it all.
+            with contextlib.redirect_stdout(io.StringIO()):
+                MNIST(root=str(root), train=train, download=True)
+        except (RuntimeError, OSError) as e:
+            raise _unavailable(root, True, cause=e) from e
 
-    Sizes are whatever the files hold (60,000/10,000 for the official release; the offline
-    sample used in CI has 8,000/2,000): never assume them, read ``len(data.train.y)``.
+
+def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> MNISTData:
+    """Load MNIST from its IDX files as flat float32 images and int32 labels.
+
+    The files are read with numpy (:func:`read_idx`); torchvision is used only to download them
+    when they are missing. Sizes are whatever the files hold (60,000/10,000 for the official
+    release; a sample has fewer): never assume them, read ``len(data.train.y)``.
 
     Args:
         root: folder holding ``MNIST/raw/``; default ``$COMPANION_DATA_DIR``, else ``./data``.
@@ -129,31 +221,32 @@ def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True
         float32 in [0, 1], and ``y`` of shape ``(N,)``, int32 in [0, 10).
 
     Raises:
-        DataUnavailableError: the files are missing and could not be downloaded (offline, or
-            ``download=False``); the message says where the files must go.
-        ImportError: torchvision is not installed.
+        DataUnavailableError: the files are missing and could not be downloaded (offline,
+            ``download=False``, or no torchvision); the message says where the files must go.
+        ValueError: a file that is not a valid IDX file, or images and labels that do not match.
     """
     path = data_root(root)
-    if not _raw_files_present(path) and not download:
-        raise _unavailable(path, download=False)
-    try:
-        from torchvision.datasets import MNIST
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "companion.data.load_mnist reads MNIST through torchvision: "
-            "pip install 'companion[data]' (or torchvision)"
-        ) from e
-
+    if not _raw_files_present(path):
+        if not download:
+            raise _unavailable(path, download=False)
+        _download(path)
+        if not _raw_files_present(path):  # pragma: no cover - torchvision changed its layout
+            raise _unavailable(path, download=True)
     splits = []
-    for train in (True, False):
-        try:
-            # torchvision prints one line per failed mirror; the error below says it all.
-            with contextlib.redirect_stdout(io.StringIO()):
-                ds = MNIST(root=str(path), train=train, download=download)
-        except (RuntimeError, OSError) as e:
-            raise _unavailable(path, download, cause=e) from e
-        splits.append(_to_split(ds.data.numpy(), ds.targets.numpy(), "train" if train else "test"))
+    for split, (images, labels) in RAW_FILES.items():
+        splits.append(_to_split(read_idx(_raw_path(path, images)), read_idx(_raw_path(path, labels)), split))
     return MNISTData(*splits)
+
+
+def describe(data: MNISTData, root: str | os.PathLike[str] | None = None) -> str:
+    """One line naming a loaded MNIST by its sizes and content fingerprint, never by its path.
+
+    Examples:
+        ``"the full MNIST (60,000 training / 10,000 test images, fingerprint 1a2b3c4d5e6f)"``
+    """
+    which = "the full MNIST" if is_full_mnist(data) else "an MNIST sample"
+    return (f"{which} ({len(data.train.y):,} training / {len(data.test.y):,} test images, "
+            f"fingerprint {fingerprint(root)})")
 
 
 def is_full_mnist(data: MNISTData) -> bool:
@@ -257,3 +350,22 @@ def batches(
     for i in range(count):
         idx = order[i * batch_size : (i + 1) * batch_size]
         yield jnp.asarray(x_arr[idx]), jnp.asarray(y_arr[idx])
+
+
+def main() -> int:
+    """``python -m companion.data``: load MNIST (downloading it if it can) and say which, in one line.
+
+    Without the files and without internet it prints the :class:`DataUnavailableError` message
+    alone, on stderr, and exits with status 2: ``make book`` runs it before building.
+    """
+    try:
+        data = load_mnist()
+    except DataUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"MNIST: {describe(data)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,12 +9,11 @@ the same step explicitly, per device, with ``jax.lax.pmean``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from companion import mlp
@@ -27,18 +26,26 @@ AXIS = "data"
 Step = Callable[[mlp.Params, jax.Array, jax.Array, float], tuple[mlp.Params, jax.Array]]
 
 
-def make_mesh(n_devices: int | None = None) -> Mesh:
-    """A one-dimensional mesh over the first ``n_devices`` devices (default: all), axis ``"data"``.
+def make_mesh(n_devices: int | None = None, *, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-dimensional mesh over the first ``n_devices`` of ``devices``, axis ``"data"``.
+
+    Args:
+        n_devices: how many devices (default: all of ``devices``).
+        devices: the devices to use (default ``jax.devices()``, the default backend's); pass
+            ``jax.devices("cpu")`` for a mesh of CPU devices whatever the default backend is.
+
+    The axis is *auto*-sharded: XLA's partitioner decides the layout of intermediate values, and
+    only the inputs' shardings are given (``jax.make_mesh`` defaults to explicit axes in recent JAX).
 
     Examples:
         >>> dict(make_mesh(1).shape)
         {'data': 1}
     """
-    available = jax.device_count()
-    n = available if n_devices is None else n_devices
-    if not 1 <= n <= available:
-        raise ValueError(f"n_devices must be between 1 and the {available} available device(s); got {n}")
-    return Mesh(np.array(jax.devices()[:n]), (AXIS,))
+    pool = list(jax.devices() if devices is None else devices)
+    n = len(pool) if n_devices is None else n_devices
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"n_devices must be between 1 and the {len(pool)} available device(s); got {n}")
+    return jax.make_mesh((n,), (AXIS,), axis_types=(AxisType.Auto,), devices=pool[:n])
 
 
 def shard_batch(batch, mesh: Mesh):

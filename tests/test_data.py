@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -9,7 +12,7 @@ from companion import data
 from companion.data import DataUnavailableError, batches, load_mnist, num_batches
 
 
-def test_load_mnist_reads_idx_files_through_torchvision(tiny_mnist):
+def test_load_mnist_reads_idx_files(tiny_mnist):
     root, arrays = tiny_mnist
     (x_train, y_train), (x_test, y_test) = load_mnist(root, download=False)
     assert x_train.shape == (12, 784) and x_test.shape == (5, 784)
@@ -20,6 +23,90 @@ def test_load_mnist_reads_idx_files_through_torchvision(tiny_mnist):
     np.testing.assert_array_equal(y_train, arrays["train_y"])
     np.testing.assert_array_equal(y_test, arrays["test_y"])
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+
+
+def test_load_mnist_equals_torchvisions_reading(tiny_mnist):
+    from torchvision.datasets import MNIST
+
+    root, _ = tiny_mnist
+    ours = load_mnist(root, download=False)
+    for split, train in ((ours.train, True), (ours.test, False)):
+        ref = MNIST(root=str(root), train=train, download=False)  # the reference reader
+        np.testing.assert_array_equal(split.x, ref.data.numpy().reshape(len(ref), -1) / np.float32(255))
+        np.testing.assert_array_equal(split.y, ref.targets.numpy())
+
+
+def test_gzipped_files_read_like_plain_ones(tiny_mnist):
+    import gzip
+
+    root, arrays = tiny_mnist
+    raw = root / "MNIST" / "raw"
+    for f in list(raw.iterdir()):
+        (raw / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    (x_train, y_train), _ = load_mnist(root, download=False)
+    np.testing.assert_array_equal(y_train, arrays["train_y"])
+    np.testing.assert_allclose(x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b[:-1], r"promises \(12,\) = 12 values, the file holds 11"),
+    (lambda b: b"\x01" + b[1:], "is not an IDX file"),
+    (lambda b: b[:2] + b"\x0d" + b[3:], "type 0x0d"),
+    (lambda b: b[:6], "is truncated"),
+])
+def test_damaged_idx_files_are_refused_with_the_file_named(tiny_mnist, damage, message):
+    root, _ = tiny_mnist
+    labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(damage(labels.read_bytes()))
+    with pytest.raises(ValueError, match=message) as info:
+        load_mnist(root, download=False)
+    assert "train-labels-idx1-ubyte" in str(info.value)
+
+
+def test_fingerprint_names_the_content_not_the_place(tmp_path):
+    a = make_mnist(tmp_path / "a", seed=1)
+    make_mnist(tmp_path / "b", seed=1)
+    make_mnist(tmp_path / "c", seed=2)
+    assert data.fingerprint(tmp_path / "a") == data.fingerprint(tmp_path / "b")
+    assert data.fingerprint(tmp_path / "a") != data.fingerprint(tmp_path / "c")
+    # one label changed: a different fingerprint
+    labels = a["test_y"].copy()
+    labels[0] = (labels[0] + 1) % 10
+    make_mnist(tmp_path / "b", seed=1, labels=(a["train_y"], labels))
+    assert data.fingerprint(tmp_path / "a") != data.fingerprint(tmp_path / "b")
+    line = data.describe(load_mnist(tmp_path / "a", download=False), tmp_path / "a")
+    assert "12 training / 5 test images" in line and data.fingerprint(tmp_path / "a") in line
+    assert str(tmp_path) not in line
+
+
+def test_loading_imports_no_torch(tiny_mnist):
+    root, _ = tiny_mnist
+    code = f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_command_without_data_fails_in_one_line(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path / "nowhere")}
+    # Offline, as in CI; a download cannot succeed here whatever happens.
+    out = subprocess.run([sys.executable, "-m", "companion.data"], capture_output=True, text=True, env=env,
+                         check=False, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: MNIST is not available")
+    assert MNIST is not None
+
+
+def test_command_names_the_data(tiny_mnist):
+    root, _ = tiny_mnist
+    env = {**os.environ, data.DATA_DIR_ENV: str(root)}
+    out = subprocess.run([sys.executable, "-m", "companion.data"], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.strip() == f"MNIST: {data.describe(load_mnist(root), root)}"
 
 
 def test_sizes_come_from_the_files(tmp_path):

@@ -120,7 +120,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file (it must start with two zero bytes)")
     kind, ndim = data[2], data[3]
     if kind != 0x08:
-        raise ValueError(f"{path}: only IDX files of unsigned bytes (type 0x08) are read; got type 0x{kind:02x}")
+        raise ValueError(f"{path}: only IDX files of unsigned bytes (type 0x08) are read; "
+                         f"got type 0x{kind:02x}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{path} is truncated: its header needs {header} bytes, the file has {len(data)}")

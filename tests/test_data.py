@@ -82,7 +82,8 @@ def test_fingerprint_names_the_content_not_the_place(tmp_path):
 
 def test_loading_imports_no_torch(tiny_mnist):
     root, _ = tiny_mnist
-    code = f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); print('torch' in sys.modules)"
+    code = (f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -8,7 +8,8 @@ LIGHT = "import sys; from companion import {module}; print(sorted(m for m in {he
 
 def _loaded(module: str, heavy: tuple[str, ...]) -> str:
     code = LIGHT.format(module=module, heavy=heavy)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 def test_import_companion_does_not_import_torch():

@@ -30,7 +30,7 @@ def test_evict_counts_the_files_it_could_open(tmp_path):
 
 
 def test_a_failing_probe_says_which_and_why():
-    with pytest.raises(RuntimeError, match="(?s)probe .broken. failed:.*ZeroDivisionError"):
+    with pytest.raises(RuntimeError, match=r"(?s)probe 'broken' failed:.*ZeroDivisionError"):
         startup._run(startup.Probe("broken", "1 / 0"))
 
 

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
-from companion.data import batches, check_dataset, num_batches, shuffle
+from companion.data import check_dataset, num_batches, shuffle
 from companion.losses import cross_entropy
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_tx",
+    "num_classes",
     "train_step",
 ]
 
@@ -185,8 +186,25 @@ class EvalMetrics(NamedTuple):
     accuracy: float
 
 
-def _validate(x: ArrayLike, y: ArrayLike, name: str = "") -> None:
-    check_dataset(x, y, name=name)
+def num_classes(model: nnx.Module, x: ArrayLike) -> int:
+    """The width of ``model``'s output for inputs like ``x`` (``(N, ...)``): its number of classes.
+
+    Found by ``jax.eval_shape`` on a copy of the model: no computation, and no side effect on
+    ``model`` (a layer that updates statistics when called is left untouched).
+    """
+    graphdef, state = nnx.split(model)
+    example = jax.ShapeDtypeStruct((1, *jnp.shape(x)[1:]), jnp.result_type(x))
+    out = jax.eval_shape(lambda s, xb: nnx.merge(graphdef, s)(xb), state, example)
+    if len(out.shape) != 2:
+        raise ValueError(f"the model must map (B, ...) to logits (B, C); it gives {out.shape} "
+                         f"for one example")
+    return int(out.shape[-1])
+
+
+def _validate(x: ArrayLike, y: ArrayLike, model: nnx.Module, name: str = "") -> None:
+    if jnp.ndim(x) < 1:
+        check_dataset(x, y, name=name)  # raises: num_classes needs x of shape (N, ...)
+    check_dataset(x, y, name=name, num_classes=num_classes(model, x))
 
 
 def evaluate(model: nnx.Module, x: ArrayLike, y: ArrayLike, batch_size: int = 1000) -> EvalMetrics:
@@ -194,18 +212,21 @@ def evaluate(model: nnx.Module, x: ArrayLike, y: ArrayLike, batch_size: int = 10
 
     Args:
         model: an NNX model mapping ``(B, ...)`` to logits ``(B, 10)``.
-        x: inputs ``(N, ...)``; y: integer labels ``(N,)`` in ``[0, 10)``.
+        x: inputs ``(N, ...)``; y: integer labels ``(N,)`` in ``[0, C)``, ``C`` the model's outputs.
         batch_size: examples per forward pass.
     """
-    _validate(x, y)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    _validate(x, y, model)
     return _evaluate(model, x, y, batch_size)
 
 
 def _evaluate(model, x, y, batch_size):
     metrics = make_metrics()
     graphdef, state = nnx.split((model, metrics))
-    for xb, yb in batches(x, y, batch_size):
-        state = _fast_eval_step(graphdef, state, xb, yb)
+    x, y = jnp.asarray(x), jnp.asarray(y)  # validated by the caller: slices of device arrays from here
+    for start in range(0, y.shape[0], batch_size):
+        state = _fast_eval_step(graphdef, state, x[start : start + batch_size], y[start : start + batch_size])
     nnx.update((model, metrics), state)
     result = metrics.compute()
     return EvalMetrics(float(result["loss"]), float(result["accuracy"]))
@@ -268,9 +289,12 @@ def fit(
         raise ValueError(f"need 0 <= start_epoch <= epochs; got start_epoch={start_epoch}, epochs={epochs}")
     if (x_val is None) != (y_val is None):
         raise ValueError("give both x_val and y_val, or neither")
-    _validate(x_train, y_train)
+    if check_every < 1:
+        raise ValueError(f"check_every must be at least 1 (steps between NaN checks); got {check_every}")
+    _validate(x_train, y_train, model)
     if x_val is not None:
-        _validate(x_val, y_val, name="val_")
+        _validate(x_val, y_val, model, name="val_")
+        x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)  # on the device once, for every epoch
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once
     steps = num_batches(len(y_dev), batch_size, drop_last=True)
     if steps == 0:

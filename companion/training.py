@@ -30,8 +30,8 @@ from companion import mlp
 from companion.data import check_dataset, shuffle
 from companion.losses import cross_entropy
 
-__all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "sgd_update", "trace_counts",
-           "train_epoch"]
+__all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "num_classes", "sgd_update",
+           "trace_counts", "train_epoch"]
 
 MODES = ("eager", "jit", "scan")
 
@@ -104,8 +104,14 @@ def _scan_epoch(params, x, y, lr, key, *, batch_size):
     return params, jnp.mean(losses)
 
 
-def _validate(x: ArrayLike, y: ArrayLike, name: str = "") -> None:
-    check_dataset(x, y, name=name, flat=True)
+def num_classes(params: mlp.Params) -> int:
+    """The number of classes of an MLP: the width of its last layer (labels must lie below it)."""
+    return int(jnp.shape(params[-1][0])[1])
+
+
+def _validate(x: ArrayLike, y: ArrayLike, params: mlp.Params, name: str = "") -> None:
+    mlp.check_params(params)
+    check_dataset(x, y, name=name, flat=True, num_classes=num_classes(params))
 
 
 def train_epoch(
@@ -145,8 +151,7 @@ def train_epoch(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     if validate:
-        _validate(x, y)
-        mlp.check_params(params)
+        _validate(x, y, params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
@@ -189,15 +194,14 @@ def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1
     Args:
         params: list of ``(W, b)``.
         x: inputs ``(N, 784)``.
-        y: integer labels ``(N,)`` in ``[0, 10)``.
+        y: integer labels ``(N,)`` in ``[0, C)``, ``C`` the width of the last layer.
         batch_size: examples per forward pass (memory, not results, depends on it).
 
     Returns:
         ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch may be
         smaller).
     """
-    _validate(x, y)
-    mlp.check_params(params)
+    _validate(x, y, params)
     return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size)
 
 
@@ -261,11 +265,10 @@ def fit(
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     if (x_val is None) != (y_val is None):
         raise ValueError("give both x_val and y_val, or neither")
-    _validate(x_train, y_train)
-    mlp.check_params(params)
+    _validate(x_train, y_train, params)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once, for all epochs
     if x_val is not None:
-        _validate(x_val, y_val, name="val_")
+        _validate(x_val, y_val, params, name="val_")
         x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     history = History()
     keys = jax.random.split(key, epochs) if key is not None else [None] * epochs

@@ -40,8 +40,8 @@ print(f"TRAIN={len(load_mnist().train.y)}")
 def build(book: Path, data: Path) -> str:
     env = {**os.environ, "COMPANION_DATA_DIR": str(data)}
     jb = Path(sys.executable).with_name("jupyter-book")
-    out = subprocess.run([str(jb), "build", str(book), "-W"], capture_output=True, text=True, env=env, check=False,
-                         timeout=600)
+    out = subprocess.run([str(jb), "build", str(book), "-W"], capture_output=True, text=True, env=env,
+                         check=False, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (book / "_build" / "html" / "page.html").read_text()
     return re.search(r"TRAIN=(\d+)", html).group(1)
@@ -69,6 +69,7 @@ def test_changing_the_data_re_executes_the_page(book, tmp_path):
     assert stamp.read_text() != first_stamp
 
     # Unchanged data: the cached execution is used, and the page keeps its numbers.
-    cached = sorted(p.stat().st_mtime_ns for p in (book / "_build" / ".jupyter_cache").rglob("*.ipynb"))
+    cache = book / "_build" / ".jupyter_cache"
+    cached = sorted(p.stat().st_mtime_ns for p in cache.rglob("*.ipynb"))
     assert build(book, data) == "13"
-    assert sorted(p.stat().st_mtime_ns for p in (book / "_build" / ".jupyter_cache").rglob("*.ipynb")) == cached
+    assert sorted(p.stat().st_mtime_ns for p in cache.rglob("*.ipynb")) == cached

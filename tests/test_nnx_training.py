@@ -143,3 +143,34 @@ def test_bad_input():
         nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, y_val=y, progress=False)
     with pytest.raises(ValueError, match="start_epoch"):
         nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, start_epoch=2, progress=False)
+    with pytest.raises(ValueError, match="check_every must be at least 1; got 0"):
+        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, check_every=0, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be positive; got 0"):
+        nnx_training.evaluate(model, x, y, batch_size=0)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 4\); found 4"):  # the model's 4 classes
+        nnx_training.evaluate(model, x[:2], np.array([0, 4]))
+
+
+def test_labels_are_checked_against_the_models_own_classes():
+    x, y = blobs(n=240, classes=12)
+    model = MLP([20, 16, 12], rngs=nnx.Rngs(0))
+    opt = nnx_training.make_optimizer(model, optax.adam(1e-2))
+    history = nnx_training.fit(model, opt, x, y, epochs=2, batch_size=40, x_val=x, y_val=y, progress=False)
+    assert len(history.val_accuracy) == 2 and nnx_training.num_classes(model, x) == 12
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 12\); found 12 at index 1"):
+        nnx_training.fit(model, opt, x[:40], np.r_[0, 12, y[2:40]], epochs=1, batch_size=40, progress=False)
+
+
+def test_num_classes_does_not_call_the_model():
+    class Counting(nnx.Module):
+        def __init__(self):
+            self.calls = nnx.Variable(jnp.array(0))
+            self.linear = nnx.Linear(3, 5, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            self.calls[...] += 1  # a side effect, like batch statistics
+            return self.linear(x)
+
+    model = Counting()
+    assert nnx_training.num_classes(model, np.zeros((7, 3), np.float32)) == 5
+    assert int(model.calls[...]) == 0

@@ -120,10 +120,26 @@ def test_bad_data_is_refused_before_training():
         training.train_epoch(params, np.where(x > 3, np.nan, x), y, lr=0.1, batch_size=10)
     with pytest.raises(ValueError, match=r"got x \(100, 20\) and y \(99,\)"):
         training.train_epoch(params, x, y[:99], lr=0.1, batch_size=10)
-    with pytest.raises(ValueError, match=r"val_y must lie in \[0, 10\); found 12"):
+    with pytest.raises(ValueError, match=r"val_y must lie in \[0, 4\); found 12"):
         training.fit(params, x, y, epochs=1, lr=0.1, batch_size=10, x_val=x[:5], y_val=np.full(5, 12),
                      progress=False)
     with pytest.raises(ValueError, match="both x_val and y_val"):
         training.fit(params, x, y, epochs=1, lr=0.1, batch_size=10, x_val=x[:5], progress=False)
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         training.fit(params, x, y, epochs=0, lr=0.1, batch_size=10, progress=False)
+
+
+def test_labels_are_checked_against_the_models_own_classes():
+    # 12 classes: labels 10 and 11 are valid for this model (MNIST's 10 is not the limit) ...
+    x, y = blobs(n=240, classes=12)
+    assert y.max() == 11
+    params = mlp.init_params([20, 16, 12], jax.random.key(1), scheme="he")
+    params, history = training.fit(params, x, y, epochs=2, lr=0.05, batch_size=40, progress=False)
+    assert training.num_classes(params) == 12 and len(history.loss) == 2
+    assert 0 <= training.evaluate(params, x, y).accuracy <= 1
+    # ... and 12 is not; a 4-class model refuses a label of 4
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 12\); found 12 at index 0"):
+        training.evaluate(params, x[:3], np.array([12, 0, 1]))
+    small = mlp.init_params([20, 4], jax.random.key(0))
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 4\); found 4"):
+        training.train_epoch(small, x[:10], np.full(10, 4), lr=0.1, batch_size=5)

@@ -166,3 +166,14 @@ def test_no_broken_local_links_or_anchors():
                 problems.append(f"{page.relative_to(HTML)}: {link} (no such anchor)")
     assert len(pages) >= len(DOCS)
     assert not problems, "\n".join(problems[:30])
+
+
+def test_buttons_follow_the_repository_setting():
+    """Unset repository.url: no repository, issue or launch buttons; the download buttons stay."""
+    if not (HTML / "index.html").exists():
+        pytest.fail("no built book in _build/html: run `make book` (or `make test`) first")
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    page = (HTML / f"{CHAPTERS[0]}.html").read_text()
+    assert "download" in page.lower() and ".ipynb" in page
+    for marker in ("colab.research.google.com", "mybinder.org", "executablebooks/jupyter-book"):
+        assert (marker in page) == (bool(url) and marker != "executablebooks/jupyter-book"), marker

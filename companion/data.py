@@ -39,6 +39,7 @@ __all__ = [
     "check_dataset",
     "data_root",
     "describe",
+    "epoch_key",
     "fingerprint",
     "is_full_mnist",
     "load_mnist",
@@ -301,6 +302,16 @@ def check_dataset(
             f"{name}x must be {wanted} and {name}y (N,), the same N; got {name}x {xs} and {name}y {ys}")
     check_labels(y if isinstance(y, jax.Array) else np.asarray(y), num_classes, name=f"{name}y")
     check_finite(x, name=f"{name}x")
+
+
+def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
+    """The shuffling key of epoch ``epoch``: ``fold_in(key, epoch)`` (``None`` stays ``None``).
+
+    A function of the epoch alone, not of a split sequence: a run resumed at epoch ``e`` derives
+    the same key as one that went straight through. Both ``fit``s use it
+    (:func:`companion.training.fit`, :func:`companion.nnx_training.fit`).
+    """
+    return None if key is None else jax.random.fold_in(key, epoch)
 
 
 @jax.jit

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
-from companion.data import check_dataset, num_batches, shuffle
+from companion.data import check_dataset, epoch_key, num_batches, shuffle
 from companion.losses import cross_entropy
 
 __all__ = [
@@ -264,8 +264,9 @@ def fit(
 ) -> FitHistory:
     """Train ``model`` in place for epochs ``start_epoch .. epochs - 1``.
 
-    Each epoch shuffles with ``jax.random.fold_in(key, epoch)`` (so a run resumed at an epoch sees
-    the same batches as one that went straight through), takes ``N // batch_size`` full batches,
+    Each epoch shuffles with :func:`companion.data.epoch_key` (``fold_in(key, epoch)``: a run
+    resumed at an epoch sees the same batches as one that went straight through), takes
+    ``N // batch_size`` full batches,
     evaluates on the validation data, and, with a ``checkpointer``
     (:class:`companion.checkpoint.Checkpointer`), saves model and optimizer as step ``epoch + 1``.
 
@@ -326,7 +327,7 @@ def fit(
                 f"Lower the learning rate, or check the data for NaN/inf.")
 
     for epoch in range(start_epoch, epochs):
-        xs, ys = (x_dev, y_dev) if key is None else shuffle(x_dev, y_dev, jax.random.fold_in(key, epoch))
+        xs, ys = (x_dev, y_dev) if key is None else shuffle(x_dev, y_dev, epoch_key(key, epoch))
         start = time.perf_counter()
         for i in range(steps):
             leaves = _fast_train_step(graphdef, treedef, leaves, xs, ys, i, batch_size)

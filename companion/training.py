@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
 from companion import mlp
-from companion.data import check_dataset, shuffle
+from companion.data import check_dataset, epoch_key, shuffle
 from companion.losses import cross_entropy
 
 __all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "num_classes", "sgd_update",
@@ -158,7 +158,6 @@ def train_epoch(
     num = y.shape[0] // batch_size
     if num == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the {y.shape[0]} examples: no full batch")
-    lr = jnp.float32(lr)  # an array, not a Python float: a new learning rate does not recompile
     if mode == "scan":
         return _scan_epoch(params, x, y, lr, key, batch_size=batch_size)
     if key is not None:
@@ -243,8 +242,9 @@ def fit(
 ) -> tuple[mlp.Params, History]:
     """Train for ``epochs`` epochs with :func:`train_epoch`, recording a :class:`History`.
 
-    The data is validated once and moved to the device once. With a ``key``, each epoch shuffles
-    with its own key split from it. ``epoch_time`` measures the updates only (the work
+    The data is validated once and moved to the device once. With a ``key``, epoch ``e`` shuffles
+    with :func:`companion.data.epoch_key` ``(key, e)``, so every epoch sees a new order, and the same one in a
+    run that was interrupted and resumed. ``epoch_time`` measures the updates only (the work
     ``block_until_ready`` waits for), not the evaluation.
 
     Args:
@@ -271,12 +271,11 @@ def fit(
         _validate(x_val, y_val, params, name="val_")
         x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     history = History()
-    keys = jax.random.split(key, epochs) if key is not None else [None] * epochs
     bar = tqdm(range(epochs), desc=f"training ({mode})", unit="epoch", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
         params, loss = train_epoch(params, x_dev, y_dev, lr=lr, batch_size=batch_size, mode=mode,
-                                   key=keys[epoch], validate=False)
+                                   key=epoch_key(key, epoch), validate=False)
         jax.block_until_ready(params)
         history.epoch_time.append(time.perf_counter() - start)
         history.loss.append(float(loss))

@@ -174,3 +174,37 @@ def test_num_classes_does_not_call_the_model():
     model = Counting()
     assert nnx_training.num_classes(model, np.zeros((7, 3), np.float32)) == 5
     assert int(model.calls[...]) == 0
+
+
+def test_guard_names_the_first_bad_step_not_a_later_one():
+    x, y = blobs(64)
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    xb, yb = jnp.asarray(x[:16]), jnp.asarray(y[:16])
+    nan_xb = xb.at[3, 2].set(jnp.nan)
+    # steps: good (0), good (1), bad at step 2 (undone), good (2), good (3), bad at step 4 (undone)
+    for batch in (xb, xb, nan_xb, xb, xb, nan_xb):
+        nnx_training.train_step(model, optimizer, metrics, guard, batch, yb)
+    assert int(optimizer.step[...]) == 4  # the two bad steps did not count
+    assert int(guard.first_bad_step[...]) == 2
+
+
+def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
+    x, y = blobs(64)
+    seen = []
+    real_shuffle = nnx_training.shuffle
+
+    def recording_shuffle(xs, ys, key):
+        seen.append(np.asarray(jax.random.key_data(key)))
+        return real_shuffle(xs, ys, key)
+
+    monkeypatch.setattr(nnx_training, "shuffle", recording_shuffle)
+    model = MLP([20, 4], rngs=nnx.Rngs(0))
+    key = jax.random.key(7)
+    nnx_training.fit(model, nnx_training.make_optimizer(model, optax.sgd(0.1)), x, y, epochs=3, batch_size=16,
+                     key=key, progress=False)
+    expected = [np.asarray(jax.random.key_data(jax.random.fold_in(key, e))) for e in range(3)]
+    assert len(seen) == 3 and len({s.tobytes() for s in seen}) == 3
+    for got, want in zip(seen, expected, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -47,3 +47,22 @@ def test_compile_time_does_not_run_the_function():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         benchmark(lambda: None, **kwargs)
+
+
+def test_every_timed_call_waits_for_its_own_result(monkeypatch):
+    results, waited = [], []
+    real_wait = jax.block_until_ready
+
+    def fn(x):
+        out = {"y": x + len(results)}  # a new pytree each call
+        results.append(out)
+        return out
+
+    def recording_wait(tree):
+        waited.append(tree)
+        return real_wait(tree)
+
+    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
+    benchmark(fn, jnp.ones(3), warmup=1, repeat=4)
+    assert len(results) == 5 and len(waited) == 5
+    assert all(w is r for w, r in zip(waited, results, strict=True))

@@ -143,3 +143,22 @@ def test_labels_are_checked_against_the_models_own_classes():
     small = mlp.init_params([20, 4], jax.random.key(0))
     with pytest.raises(ValueError, match=r"y must lie in \[0, 4\); found 4"):
         training.train_epoch(small, x[:10], np.full(10, 4), lr=0.1, batch_size=5)
+
+
+@pytest.mark.parametrize("mode", ["jit", "scan"])
+def test_each_epoch_shuffles_with_its_own_key(monkeypatch, mode):
+    x, y = blobs(n=100)
+    seen = []
+    real_epoch = training.train_epoch
+
+    def recording_epoch(*args, key=None, **kwargs):
+        seen.append(np.asarray(jax.random.key_data(key)))
+        return real_epoch(*args, key=key, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", recording_epoch)
+    key = jax.random.key(3)
+    training.fit(mlp.init_params([20, 4], jax.random.key(0)), x, y, epochs=3, lr=0.1, batch_size=10,
+                 mode=mode, key=key, progress=False)
+    assert len({s.tobytes() for s in seen}) == 3  # a new order every epoch
+    for epoch, got in enumerate(seen):  # the resumable derivation: a function of the epoch alone
+        np.testing.assert_array_equal(got, jax.random.key_data(jax.random.fold_in(key, epoch)))

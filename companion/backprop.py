@@ -24,17 +24,16 @@ from companion import mlp
 from companion.checks import check_labels
 from companion.losses import softmax
 
-__all__ = ["ACTIVATIONS", "Cache", "backward", "finite_difference_check", "forward_with_cache",
+__all__ = ["DERIVATIVES", "Cache", "backward", "finite_difference_check", "forward_with_cache",
            "manual_grads"]
 
-# One table: each activation σ and its derivative σ′, written in terms of z and a = σ(z)
+# The derivative σ′ of each of companion.mlp.ACTIVATIONS, written in terms of z and a = σ(z)
 # (tanh and sigmoid reuse the stored output instead of recomputing the exponential).
-Sigma = Callable[[jax.Array], jax.Array]
 SigmaPrime = Callable[[jax.Array, jax.Array], jax.Array]
-ACTIVATIONS: dict[str, tuple[Sigma, SigmaPrime]] = {
-    "relu": (mlp.ACTIVATIONS["relu"], lambda z, a: (z > 0).astype(z.dtype)),
-    "tanh": (mlp.ACTIVATIONS["tanh"], lambda z, a: 1 - a**2),
-    "sigmoid": (mlp.ACTIVATIONS["sigmoid"], lambda z, a: a * (1 - a)),
+DERIVATIVES: dict[str, SigmaPrime] = {
+    "relu": lambda z, a: (z > 0).astype(z.dtype),
+    "tanh": lambda z, a: 1 - a**2,
+    "sigmoid": lambda z, a: a * (1 - a),
 }
 
 
@@ -46,10 +45,8 @@ class Cache(NamedTuple):
     logits: jax.Array  # z^(L), (B, C)
 
 
-def _lookup(activation: str):
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[activation]
+def _lookup(activation: str) -> tuple[Callable[[jax.Array], jax.Array], SigmaPrime]:
+    return mlp.get_activation(activation), DERIVATIVES[activation]  # the name is checked by mlp
 
 
 def forward_with_cache(

@@ -1,9 +1,11 @@
 """Losses of chapter 3: a numerically stable softmax, cross-entropy, MSE and an L2 penalty.
 
-Public functions take ``ArrayLike`` and return ``jax.Array``. Labels are validated when their
-values are concrete (outside ``jit``); inside ``jit`` they are abstract, and an out-of-range label
-makes :func:`cross_entropy` return NaN rather than a plausible wrong number — validate data once,
-at loading time (``companion.data`` does), so a training run never sees a bad label.
+Public functions take ``ArrayLike`` and return ``jax.Array``. :func:`cross_entropy` is the entry
+point a reader calls on raw input: it refuses float labels, labels out of range and non-finite
+logits with a clear error (value checks need concrete values, so they run outside ``jit``).
+:func:`softmax_cross_entropy_with_integer_labels` is its kernel, per example, for training code
+on data validated once: it checks nothing that costs a device→host copy, and an out-of-range
+label gives NaN rather than a plausible wrong number.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from jax.typing import ArrayLike
 
 from companion.checks import check_finite, check_labels
 
-__all__ = ["cross_entropy", "cross_entropy_onehot", "l2_penalty", "log_softmax", "mse", "softmax"]
+__all__ = ["cross_entropy", "cross_entropy_onehot", "l2_penalty", "log_softmax", "mse", "softmax",
+           "softmax_cross_entropy_with_integer_labels"]
 
 
 def _shifted(logits: jax.Array, axis: int) -> jax.Array:
@@ -109,18 +112,45 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
             f"logits and labels disagree on the batch: logits {logits.shape} need labels of shape "
             f"{logits.shape[:-1]}, got {jnp.shape(labels)}"
         )
-    num_classes = logits.shape[-1]
-    check_labels(labels, num_classes)
-    labels = jnp.asarray(labels)
+    check_labels(labels, logits.shape[-1])
+    return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)))
+
+
+def softmax_cross_entropy_with_integer_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    r"""Per-example cross-entropy, ``-log softmax(z_n)[y_n]``: the kernel of :func:`cross_entropy`.
+
+    optax's name and contract: one loss per example (average them yourself), and no check of the
+    label *values* — this is what jitted training code calls on data validated once, up front. A
+    label outside ``[0, C)`` gives NaN for its example (never a plausible wrong number: an index
+    would silently clamp it to a valid class). Shapes and dtypes are checked, which is free.
+
+    Args:
+        logits: shape ``(..., C)``, float.
+        labels: integer labels of shape ``(...)``.
+
+    Returns:
+        Shape ``(...)``: the loss of each example.
+
+    Examples:
+        >>> logits = jnp.array([[2.0, 0.0], [0.0, 0.0]])
+        >>> softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))
+        Array([0.12692805, 0.6931472 ], dtype=float32)
+        >>> softmax_cross_entropy_with_integer_labels(jnp.array([[2.0, 0.0]]), jnp.array([2]))
+        Array([nan], dtype=float32)
+    """
+    shapes_match = jnp.shape(labels) == jnp.shape(logits)[:-1]
+    if not shapes_match or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(f"need logits (..., C) and integer labels (...); got logits {jnp.shape(logits)} "
+                        f"and labels {jnp.shape(labels)} of dtype {jnp.result_type(labels)}")
+    num_classes = jnp.shape(logits)[-1]
     log_probs = log_softmax(logits)
     # Pick log p[y] with a one-hot product rather than an index: the gradient is then elementwise
     # (an indexed gather's gradient is a scatter, much slower on CPU), and an out-of-range label,
-    # which indexing would silently clamp to a valid class, gives an all-zero row. Under jit such a
-    # label cannot be checked, so it turns the loss into NaN instead, which no one misses.
+    # which indexing would silently clamp to a valid class, gives an all-zero row, made NaN here.
     onehot = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
     picked = jnp.sum(log_probs * onehot, axis=-1)
     valid = (labels >= 0) & (labels < num_classes)
-    return -jnp.mean(jnp.where(valid, picked, jnp.nan))
+    return -jnp.where(valid, picked, jnp.nan)
 
 
 def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:

@@ -16,8 +16,8 @@ from jax.typing import ArrayLike
 
 from companion.checks import check_labels
 
-__all__ = ["ACTIVATIONS", "SCHEMES", "Params", "accuracy", "check_params", "forward", "init_params",
-           "param_count", "predict"]
+__all__ = ["ACTIVATIONS", "SCHEMES", "Params", "accuracy", "apply", "check_params", "check_sizes", "forward",
+           "get_activation", "init_params", "param_count", "predict"]
 
 Params = list[tuple[jax.Array, jax.Array]]
 
@@ -36,7 +36,8 @@ SCHEMES: dict[str, Callable[[int, int, float], float]] = {
 }
 
 
-def _check_sizes(sizes: Sequence[int]) -> list[int]:
+def check_sizes(sizes: Sequence[int]) -> list[int]:
+    """``sizes`` as a list of ints; ``ValueError`` unless at least two positive integers."""
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least 2 entries (inputs and outputs); got {sizes}")
@@ -46,7 +47,8 @@ def _check_sizes(sizes: Sequence[int]) -> list[int]:
     return [int(n) for n in sizes]
 
 
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The nonlinearity called ``name``; ``ValueError`` naming the choices for an unknown one."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
@@ -74,7 +76,7 @@ def init_params(
         >>> [(W.shape, b.shape) for W, b in params]
         [((784, 128), (128,)), ((128, 10), (10,))]
     """
-    sizes = _check_sizes(sizes)
+    sizes = check_sizes(sizes)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     params = []
@@ -128,13 +130,27 @@ def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array
         ((2,), (5, 2))
     """
     check_params(params)
-    sigma = _activation(activation)
     x = jnp.asarray(x)
     n_in = jnp.shape(params[0][0])[0]
     if x.ndim == 0 or x.shape[-1] != n_in:
         raise ValueError(
             f"x's last dimension must be the first layer's input size {n_in}; got x of shape {x.shape}"
         )
+    return apply(params, x, activation)
+
+
+def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
+    """The forward pass of :func:`forward` without its checks: the kernel that training code jits.
+
+    For parameters and inputs already validated (``fit`` checks them once); a wrong shape then
+    fails inside JAX's matrix product rather than with :func:`forward`'s message.
+
+    Examples:
+        >>> params = init_params([4, 3, 2], jax.random.key(0))
+        >>> bool(jnp.array_equal(apply(params, jnp.ones((5, 4))), forward(params, jnp.ones((5, 4)))))
+        True
+    """
+    sigma = get_activation(activation)
     a = x
     for W, b in params[:-1]:
         a = sigma(a @ W + b)  # (B, n_out) for a batch: one matmul per layer

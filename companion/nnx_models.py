@@ -38,8 +38,8 @@ class MLP(nnx.Module):
 
     def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs, activation: str = "relu",
                  dtype: jnp.dtype | None = None, param_dtype: jnp.dtype = jnp.float32):
-        sizes = mlp._check_sizes(sizes)
-        mlp._activation(activation)  # validates the name
+        sizes = mlp.check_sizes(sizes)
+        mlp.get_activation(activation)  # validates the name
         self.sizes = tuple(sizes)
         self.activation = activation
         self.layers = nnx.List([
@@ -51,7 +51,7 @@ class MLP(nnx.Module):
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.sizes[0]:
             raise ValueError(f"x's last dimension must be the input size {self.sizes[0]}; got {x.shape}")
-        sigma = mlp.ACTIVATIONS[self.activation]
+        sigma = mlp.get_activation(self.activation)
         for layer in self.layers[:-1]:
             x = sigma(layer(x))
         return self.layers[-1](x)

@@ -30,7 +30,7 @@ from jax.typing import ArrayLike
 from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
 from companion.data import check_dataset, epoch_key, num_batches, shuffle
-from companion.losses import cross_entropy
+from companion.losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = [
     "EvalMetrics",
@@ -116,7 +116,7 @@ class NonFiniteGuard(nnx.Module):
 
 def _loss(model: nnx.Module, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     logits = model(x).astype(jnp.float32)  # the loss in float32, whatever the compute dtype
-    return cross_entropy(logits, y), logits
+    return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y)), logits
 
 
 def train_step(model: nnx.Module, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, guard: NonFiniteGuard,
@@ -155,7 +155,7 @@ def eval_step(model: nnx.Module, metrics: nnx.MultiMetric, x: jax.Array, y: jax.
     """Accumulate loss and accuracy on a batch, without updating the model."""
     logits = model(x).astype(jnp.float32)
     # per-example losses: Average then weighs every example equally, even in a smaller last batch
-    losses = jax.vmap(cross_entropy)(logits, y)
+    losses = softmax_cross_entropy_with_integer_labels(logits, y)
     metrics.update(loss=losses, logits=logits, labels=y, grad_norm=jnp.float32(0.0))
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a no
 
 from companion import mlp
 from companion.data import check_dataset, epoch_key, shuffle
-from companion.losses import cross_entropy
+from companion.losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "num_classes", "sgd_update",
            "trace_counts", "train_epoch"]
@@ -46,19 +46,28 @@ def trace_counts() -> dict[str, int]:
     return dict(_TRACES)
 
 
-def loss_fn(params: mlp.Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``."""
-    return cross_entropy(mlp.forward(params, x), y)
+def loss_fn(params: mlp.Params, x: jax.Array, y: jax.Array, activation: str = "relu") -> jax.Array:
+    """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``.
+
+    The training kernel: :func:`companion.mlp.apply` and the per-example loss, with no value
+    checks (no device→host copy per step). Validate the data once first (``fit`` does); a label
+    outside ``[0, C)`` makes the loss NaN.
+    """
+    return jnp.mean(softmax_cross_entropy_with_integer_labels(mlp.apply(params, x, activation), y))
 
 
-def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float) -> tuple[mlp.Params, jax.Array]:
+def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float,
+               activation: str = "relu") -> tuple[mlp.Params, jax.Array]:
     """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all layers).
+
+    A training step on validated data: it checks no values (see :func:`loss_fn`).
 
     Args:
         params: list of ``(W, b)``.
         x: a batch ``(B, n_in)``.
-        y: integer labels ``(B,)``.
+        y: integer labels ``(B,)`` in ``[0, C)``.
         lr: the learning rate.
+        activation: the hidden layers' nonlinearity (static under ``jit``).
 
     Returns:
         ``(new_params, loss)`` where ``loss`` is the batch loss *before* the update.
@@ -70,7 +79,7 @@ def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float) -> tup
         >>> bool(loss_fn(new, x, y) < loss)
         True
     """
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, activation)
     return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
 
@@ -82,14 +91,14 @@ def _batch(x, y, i, batch_size):
             jax.lax.dynamic_slice_in_dim(y, start, batch_size))
 
 
-@functools.partial(jax.jit, static_argnames="batch_size", donate_argnums=0)
-def _jit_step(params, x, y, i, lr, *, batch_size):
+@functools.partial(jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0)
+def _jit_step(params, x, y, i, lr, *, batch_size, activation):
     _TRACES["step"] += 1
-    return sgd_update(params, *_batch(x, y, i, batch_size), lr)
+    return sgd_update(params, *_batch(x, y, i, batch_size), lr, activation)
 
 
-@functools.partial(jax.jit, static_argnames="batch_size", donate_argnums=0)
-def _scan_epoch(params, x, y, lr, key, *, batch_size):
+@functools.partial(jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0)
+def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
     _TRACES["epoch"] += 1
     if key is not None:
         x, y = shuffle(x, y, key)
@@ -98,7 +107,7 @@ def _scan_epoch(params, x, y, lr, key, *, batch_size):
     ys = y[: num * batch_size].reshape(num, batch_size)  # (num, B)
 
     def body(p, batch):
-        return sgd_update(p, batch[0], batch[1], lr)
+        return sgd_update(p, batch[0], batch[1], lr, activation)
 
     params, losses = jax.lax.scan(body, params, (xs, ys))
     return params, jnp.mean(losses)
@@ -124,6 +133,7 @@ def train_epoch(
     mode: str = "scan",
     key: jax.Array | None = None,
     validate: bool = True,
+    activation: str = "relu",
 ) -> tuple[mlp.Params, jax.Array]:
     """One epoch of SGD over ``N // batch_size`` full batches.
 
@@ -137,6 +147,7 @@ def train_epoch(
         mode: ``"eager"``, ``"jit"`` or ``"scan"`` (see the module docstring).
         key: shuffle the examples with this PRNG key; ``None`` keeps their order.
         validate: check shapes, labels and finiteness first (``fit`` does it once, then skips it).
+        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
 
     Returns:
         ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before its step.
@@ -152,6 +163,7 @@ def train_epoch(
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     if validate:
         _validate(x, y, params)
+        mlp.get_activation(activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
@@ -159,16 +171,16 @@ def train_epoch(
     if num == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the {y.shape[0]} examples: no full batch")
     if mode == "scan":
-        return _scan_epoch(params, x, y, lr, key, batch_size=batch_size)
+        return _scan_epoch(params, x, y, lr, key, batch_size=batch_size, activation=activation)
     if key is not None:
         x, y = shuffle(x, y, key)
     losses = []
     for i in range(num):
         if mode == "jit":
-            params, loss = _jit_step(params, x, y, i, lr, batch_size=batch_size)
+            params, loss = _jit_step(params, x, y, i, lr, batch_size=batch_size, activation=activation)
         else:
             params, loss = sgd_update(params, x[i * batch_size : (i + 1) * batch_size],
-                                      y[i * batch_size : (i + 1) * batch_size], lr)
+                                      y[i * batch_size : (i + 1) * batch_size], lr, activation)
         losses.append(loss)  # kept on the device: no host round-trip per step
     return params, jnp.mean(jnp.stack(losses))
 
@@ -180,14 +192,15 @@ class Metrics(NamedTuple):
     accuracy: float
 
 
-@jax.jit
-def _eval_batch(params, x, y):
-    logits = mlp.forward(params, x)
-    n = y.shape[0]
-    return cross_entropy(logits, y) * n, jnp.sum(jnp.argmax(logits, -1) == y)
+@functools.partial(jax.jit, static_argnames="activation")
+def _eval_batch(params, x, y, activation):
+    logits = mlp.apply(params, x, activation)
+    losses = softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(losses), jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1000) -> Metrics:
+def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1000,
+             activation: str = "relu") -> Metrics:
     """Mean cross-entropy and accuracy over all of ``(x, y)``, in batches of ``batch_size``.
 
     Args:
@@ -195,21 +208,24 @@ def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1
         x: inputs ``(N, 784)``.
         y: integer labels ``(N,)`` in ``[0, C)``, ``C`` the width of the last layer.
         batch_size: examples per forward pass (memory, not results, depends on it).
+        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
 
     Returns:
         ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch may be
         smaller).
     """
     _validate(x, y, params)
-    return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size)
+    mlp.get_activation(activation)
+    return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size, activation)
 
 
-def _evaluate(params: mlp.Params, x: jax.Array, y: jax.Array, batch_size: int = 1000) -> Metrics:
+def _evaluate(params: mlp.Params, x: jax.Array, y: jax.Array, batch_size: int, activation: str) -> Metrics:
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     total_loss, correct = 0.0, 0
     for start in range(0, y.shape[0], batch_size):
-        loss_sum, right = _eval_batch(params, x[start : start + batch_size], y[start : start + batch_size])
+        loss_sum, right = _eval_batch(params, x[start : start + batch_size], y[start : start + batch_size],
+                                      activation)
         total_loss += float(loss_sum)
         correct += int(right)
     n = int(y.shape[0])
@@ -239,6 +255,7 @@ def fit(
     y_val: ArrayLike | None = None,
     key: jax.Array | None = None,
     progress: bool = True,
+    activation: str = "relu",
 ) -> tuple[mlp.Params, History]:
     """Train for ``epochs`` epochs with :func:`train_epoch`, recording a :class:`History`.
 
@@ -257,6 +274,7 @@ def fit(
         x_val: optional validation inputs; y_val: their labels (validated once).
         key: PRNG key for shuffling; ``None`` keeps the order.
         progress: show a tqdm progress bar with the latest loss and accuracies.
+        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
 
     Returns:
         ``(params, history)``.
@@ -266,6 +284,7 @@ def fit(
     if (x_val is None) != (y_val is None):
         raise ValueError("give both x_val and y_val, or neither")
     _validate(x_train, y_train, params)
+    mlp.get_activation(activation)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once, for all epochs
     if x_val is not None:
         _validate(x_val, y_val, params, name="val_")
@@ -275,14 +294,14 @@ def fit(
     for epoch in bar:
         start = time.perf_counter()
         params, loss = train_epoch(params, x_dev, y_dev, lr=lr, batch_size=batch_size, mode=mode,
-                                   key=epoch_key(key, epoch), validate=False)
+                                   key=epoch_key(key, epoch), validate=False, activation=activation)
         jax.block_until_ready(params)
         history.epoch_time.append(time.perf_counter() - start)
         history.loss.append(float(loss))
-        history.train_accuracy.append(_evaluate(params, x_dev, y_dev).accuracy)
+        history.train_accuracy.append(_evaluate(params, x_dev, y_dev, 1000, activation).accuracy)
         postfix = {"loss": f"{history.loss[-1]:.4f}", "train_acc": f"{history.train_accuracy[-1]:.3f}"}
         if x_val is not None:
-            history.val_accuracy.append(_evaluate(params, x_val, y_val).accuracy)
+            history.val_accuracy.append(_evaluate(params, x_val, y_val, 1000, activation).accuracy)
             postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
         bar.set_postfix(postfix)
     return params, history

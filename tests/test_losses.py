@@ -153,3 +153,25 @@ def test_float64_precision():
 def test_module_exports():
     assert set(losses.__all__) >= {"softmax", "log_softmax", "cross_entropy", "cross_entropy_onehot",
                                    "mse", "l2_penalty"}
+
+
+def test_per_example_cross_entropy_against_optax():
+    import optax
+
+    logits = jax.random.normal(jax.random.key(11), (6, 5)) * 4
+    labels = jnp.array([0, 4, 2, 2, 1, 3])
+    ours = losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    ref = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    assert ours.shape == (6,)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(losses.cross_entropy(logits, labels), ref.mean(), rtol=1e-6)
+
+
+def test_per_example_kernel_checks_no_values_but_never_clamps():
+    logits = jnp.zeros((3, 4))
+    out = losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 4, -1]))
+    assert np.isfinite(out[0]) and np.isnan(out[1]) and np.isnan(out[2])  # not clamped to class 3 or 0
+    with pytest.raises(TypeError, match=r"got logits \(3, 4\) and labels \(3,\) of dtype float32"):
+        losses.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(3))
+    with pytest.raises(TypeError, match=r"labels \(2,\)"):
+        losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))

@@ -162,3 +162,44 @@ def test_each_epoch_shuffles_with_its_own_key(monkeypatch, mode):
     assert len({s.tobytes() for s in seen}) == 3  # a new order every epoch
     for epoch, got in enumerate(seen):  # the resumable derivation: a function of the epoch alone
         np.testing.assert_array_equal(got, jax.random.key_data(jax.random.fold_in(key, epoch)))
+
+
+def test_an_eager_step_checks_no_values(monkeypatch):
+    # Validation happens once, at the entry (fit, evaluate, the public loss); the step itself must
+    # not look at values (on an accelerator, a device→host copy and a wait per step). Every value
+    # check goes through checks.is_concrete: count its calls. (A transfer guard cannot see this on
+    # the CPU, where np.asarray of a device array is a zero-copy view; it still catches scalar syncs.)
+    from companion import checks
+    from companion.losses import cross_entropy
+
+    calls = []
+    real = checks.is_concrete
+    monkeypatch.setattr(checks, "is_concrete", lambda v: calls.append(1) or real(v))
+    x, y = blobs(n=64)
+    params = mlp.init_params([20, 16, 4], jax.random.key(0))
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    with jax.transfer_guard_device_to_host("disallow"):
+        new, _ = training.sgd_update(params, x_dev, y_dev, 0.1)
+        training.train_epoch(new, x_dev, y_dev, lr=0.1, batch_size=16, mode="eager", validate=False)
+    assert calls == []
+    cross_entropy(mlp.forward(params, x_dev), y_dev)  # the public loss does check the labels
+    assert calls
+
+
+def test_a_tanh_mlp_trains_with_its_own_activation():
+    x, y = blobs(n=80)
+    params = mlp.init_params([20, 16, 4], jax.random.key(2), scheme="xavier")
+    new, _ = training.sgd_update(params, jnp.asarray(x), jnp.asarray(y), 0.1, "tanh")
+    grads = manual_grads(params, x, y, "tanh")  # independent: the chapter-4 backward pass
+    for (W, b), (gW, gb), (W1, b1) in zip(params, grads, new, strict=True):
+        np.testing.assert_allclose(W1, W - 0.1 * gW, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b1, b - 0.1 * gb, rtol=1e-5, atol=1e-6)
+    fitted, _ = training.fit(params, x, y, epochs=1, lr=0.1, batch_size=80, mode="scan", activation="tanh",
+                             progress=False)
+    for a, b in zip(jax.tree.leaves(fitted), jax.tree.leaves(new), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    tanh_eval = training.evaluate(fitted, x, y, activation="tanh")
+    ref = np.mean(np.argmax(mlp.forward(fitted, x, "tanh"), -1) == y)
+    assert tanh_eval.accuracy == pytest.approx(ref)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        training.fit(params, x, y, epochs=1, lr=0.1, batch_size=80, activation="gelu", progress=False)

@@ -315,8 +315,11 @@ def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
 
 
 @jax.jit
-def shuffle(x: jax.Array, y: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(x, y)`` in the order of ``jax.random.permutation(key, N)``, on the device (one compiled gather)."""
+def shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x, y)`` in the order of ``jax.random.permutation(key, N)``, on the device (one compiled gather).
+
+    The key comes first, as in ``jax.random``; images and labels move together.
+    """
     perm = jax.random.permutation(key, y.shape[0])
     return x[perm], y[perm]
 

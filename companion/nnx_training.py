@@ -327,7 +327,7 @@ def fit(
                 f"Lower the learning rate, or check the data for NaN/inf.")
 
     for epoch in range(start_epoch, epochs):
-        xs, ys = (x_dev, y_dev) if key is None else shuffle(x_dev, y_dev, epoch_key(key, epoch))
+        xs, ys = (x_dev, y_dev) if key is None else shuffle(epoch_key(key, epoch), x_dev, y_dev)
         start = time.perf_counter()
         for i in range(steps):
             leaves = _fast_train_step(graphdef, treedef, leaves, xs, ys, i, batch_size)

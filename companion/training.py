@@ -101,7 +101,7 @@ def _jit_step(params, x, y, i, lr, *, batch_size, activation):
 def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
     _TRACES["epoch"] += 1
     if key is not None:
-        x, y = shuffle(x, y, key)
+        x, y = shuffle(key, x, y)
     num = y.shape[0] // batch_size
     xs = x[: num * batch_size].reshape(num, batch_size, *x.shape[1:])  # (num, B, 784)
     ys = y[: num * batch_size].reshape(num, batch_size)  # (num, B)
@@ -173,7 +173,7 @@ def train_epoch(
     if mode == "scan":
         return _scan_epoch(params, x, y, lr, key, batch_size=batch_size, activation=activation)
     if key is not None:
-        x, y = shuffle(x, y, key)
+        x, y = shuffle(key, x, y)
     losses = []
     for i in range(num):
         if mode == "jit":

@@ -224,10 +224,12 @@ def test_check_dataset_names_the_problem():
         data.check_dataset(np.array([[0.0], [1.0], [np.inf]]), np.arange(3))
 
 
-def test_shuffle_is_the_keyed_permutation():
-    key = jax.random.key(3)
-    xs, ys = data.shuffle(jax.numpy.asarray(X), jax.numpy.asarray(Y), key)
-    perm = np.asarray(jax.random.permutation(key, 10))
-    np.testing.assert_array_equal(xs, X[perm])  # reference: numpy fancy indexing
-    np.testing.assert_array_equal(ys, Y[perm])
-    assert not np.array_equal(perm, np.arange(10))
+def test_shuffle_permutes_pairs_together_and_follows_the_key():
+    x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)  # row i holds 3i, 3i+1, 3i+2
+    y = np.arange(50, dtype=np.int32)
+    xs, ys = (np.asarray(a) for a in data.shuffle(jax.random.key(3), x, y))
+    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(ys, y)  # a real permutation
+    np.testing.assert_array_equal(xs, x[ys])  # each image travelled with its label
+    again = np.asarray(data.shuffle(jax.random.key(3), x, y)[1])
+    other = np.asarray(data.shuffle(jax.random.key(4), x, y)[1])
+    assert np.array_equal(again, ys) and not np.array_equal(other, ys)

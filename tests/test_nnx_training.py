@@ -195,9 +195,9 @@ def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
     seen = []
     real_shuffle = nnx_training.shuffle
 
-    def recording_shuffle(xs, ys, key):
+    def recording_shuffle(key, xs, ys):
         seen.append(np.asarray(jax.random.key_data(key)))
-        return real_shuffle(xs, ys, key)
+        return real_shuffle(key, xs, ys)
 
     monkeypatch.setattr(nnx_training, "shuffle", recording_shuffle)
     model = MLP([20, 4], rngs=nnx.Rngs(0))

@@ -13,7 +13,6 @@ pass written in numpy).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from companion import mlp, training
+from companion.timing import benchmark
 
 __all__ = ["Row", "epoch_flops", "format_table", "main", "matmul_throughput", "numpy_epoch", "run",
            "torch_epoch"]
@@ -143,15 +143,10 @@ class Row:
 
 
 def _median_epoch(step: Callable[[], float], epochs: int, warmup: int) -> tuple[float, float]:
-    loss = float("nan")
-    for _ in range(warmup):
-        loss = step()
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), loss
+    """Median seconds of ``step()`` (an epoch that waits for its own result), and its last loss."""
+    losses: list[float] = []
+    timed = benchmark(lambda: losses.append(step()), warmup=warmup, repeat=epochs)
+    return timed.median, losses[-1]
 
 
 def run(x: np.ndarray, y: np.ndarray, *, sizes: Sequence[int] = (784, 128, 10), lr: float = 0.01,

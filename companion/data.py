@@ -308,7 +308,7 @@ def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
     """The shuffling key of epoch ``epoch``: ``fold_in(key, epoch)`` (``None`` stays ``None``).
 
     A function of the epoch alone, not of a split sequence: a run resumed at epoch ``e`` derives
-    the same key as one that went straight through. Both ``fit``s use it
+    the same key as one that went straight through. Both training loops use it
     (:func:`companion.training.fit`, :func:`companion.nnx_training.fit`).
     """
     return None if key is None else jax.random.fold_in(key, epoch)

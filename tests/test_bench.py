@@ -1,7 +1,6 @@
 import jax
 import numpy as np
 import pytest
-import torch
 
 from companion import bench, mlp, training
 
@@ -21,6 +20,7 @@ def data(n=256, seed=0):
 
 
 def test_numpy_and_torch_epochs_match_jax():
+    torch = pytest.importorskip("torch")  # the PyTorch variant is optional; the rest of bench is not
     x, y = data()
     init = mlp.init_params([784, 32, 10], jax.random.PRNGKey(516))
     jax_params, jax_loss = training.train_epoch(jax.tree.map(np.array, init), x, y, lr=0.1, batch_size=64,

@@ -13,12 +13,23 @@ def restore_style():
     plt.close("all")
 
 
-def test_use_book_style_sets_every_key():
+def _render(path):
+    fig, ax = plt.subplots(figsize=(2, 2))
+    (line,) = ax.plot([0, 1], [0, 1])
+    fig.savefig(path)
+    return line, ax, plt.imread(path)
+
+
+def test_the_book_style_shows_in_a_rendered_figure(tmp_path):
+    # What a reader sees, not what rcParams say: the saved image, the line colour, the spines.
+    _, _, plain = _render(tmp_path / "plain.png")
     use_book_style()
-    for key, value in BOOK_STYLE.items():
-        if key != "axes.prop_cycle":
-            assert mpl.rcParams[key] == (list(value) if isinstance(value, tuple) else value), key
-    assert mpl.rcParams["figure.facecolor"] == "none"  # transparent: readable on light and dark pages
+    line, ax, styled = _render(tmp_path / "styled.png")
+    assert plain[0, 0, 3] == 1.0 and styled[0, 0, 3] == 0.0  # transparent background: light and dark pages
+    assert mpl.colors.to_hex(line.get_color()) == "#1f77b4"
+    assert not ax.spines["top"].get_visible() and not ax.spines["right"].get_visible()
+    assert ax.xaxis.label.get_color() == "#808080" and ax.get_legend() is None
+    assert {k for k in BOOK_STYLE} <= set(mpl.rcParams)  # every key is a real matplotlib setting
 
 
 @pytest.mark.parametrize("shape", [(10, 784), (10, 28, 28)])

@@ -26,17 +26,20 @@ def test_schedule_values_against_the_formula():
 
 
 def test_optimizer_matches_numpy_adamw_with_clipping():
-    cfg = OptimizerConfig(peak_lr=0.1, warmup_steps=1, total_steps=10, weight_decay=0.01, clip_norm=0.5)
+    # no warmup: every compared step has a non-zero learning rate (a step at lr 0 would test nothing)
+    cfg = OptimizerConfig(peak_lr=0.1, warmup_steps=0, total_steps=10, weight_decay=0.01, clip_norm=0.5)
     tx = nnx_training.make_tx(cfg)
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     state = tx.init(params)
     p = np.array([1.0, -2.0, 3.0])
     m = v = np.zeros(3)
-    for t, g in enumerate([np.array([0.3, -0.4, 1.2]), np.array([-0.1, 0.2, 0.05])], start=1):
+    grads = [np.array([0.3, -0.4, 1.2]), np.array([-0.1, 0.2, 0.05]), np.array([2.0, 0.1, -0.3])]
+    for t, g in enumerate(grads, start=1):
         updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
         params = optax.apply_updates(params, updates)
         g = g * min(1.0, 0.5 / np.linalg.norm(g))  # clip by global norm
-        lr = 0.1 * min(t - 1, 1) if t - 1 < 1 else 0.05 + 0.05 * np.cos(np.pi * (t - 2) / 9)
+        lr = 0.05 + 0.05 * np.cos(np.pi * (t - 1) / 10)  # cosine decay from 0.1 over 10 steps
+        assert lr > 0.05
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g**2
         mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)

@@ -186,3 +186,17 @@ def test_every_chapter_starts_with_the_repository_setting_of_the_book():
         assert "remove-cell" in _tags(first), md.stem
         assert f"REPOSITORY = {url!r}" in first.source.replace('"', "'"), md.stem
         assert 'find_spec("companion")' in first.source, md.stem
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=ids)
+def test_every_figure_has_a_caption_an_alt_text_and_a_reference(md):
+    text = md.read_text()
+    for i, cell in enumerate(executed(md, "book").cells):
+        if not any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
+            continue
+        meta = cell.metadata.get("mystnb", {})
+        name = meta.get("figure", {}).get("name")
+        assert meta.get("figure", {}).get("caption") and name, f"cell {i} draws a figure without a caption"
+        alt = meta.get("image", {}).get("alt", "")
+        assert len(alt.split()) >= 5, f"cell {i}: the alt text must describe the figure; got {alt!r}"
+        assert f"{{numref}}`{name}`" in text, f"the prose never refers to {name}"

@@ -174,6 +174,6 @@ def test_buttons_follow_the_repository_setting():
         pytest.fail("no built book in _build/html: run `make book` (or `make test`) first")
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     page = (HTML / f"{CHAPTERS[0]}.html").read_text()
-    assert "download" in page.lower() and ".ipynb" in page
+    assert "btn-download-source-button" in page and "btn-download-pdf-button" in page
     for marker in ("colab.research.google.com", "mybinder.org", "executablebooks/jupyter-book"):
         assert (marker in page) == (bool(url) and marker != "executablebooks/jupyter-book"), marker

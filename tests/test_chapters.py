@@ -60,7 +60,7 @@ def executed(md: Path, which: str) -> nbformat.NotebookNode:
     from myst_nb.core.utils import coalesce_streams
     from nbclient import NotebookClient
 
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend draws
     folder = data_dir("nbmake" if which == "again" else which)
     if folder:
         env["COMPANION_DATA_DIR"] = folder

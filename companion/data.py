@@ -44,6 +44,7 @@ __all__ = [
     "is_full_mnist",
     "load_mnist",
     "num_batches",
+    "raw_files",
     "read_idx",
     "shuffle",
 ]
@@ -98,6 +99,19 @@ def _raw_files_present(root: Path) -> bool:
     return all(_raw_path(root, n) is not None for pair in RAW_FILES.values() for n in pair)
 
 
+def raw_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The four IDX files of the MNIST under ``root`` (default: :func:`data_root`), train first.
+
+    Raises:
+        DataUnavailableError: a file is missing; the message says where they must go.
+    """
+    path = data_root(root)
+    found = [_raw_path(path, name) for split in ("train", "test") for name in RAW_FILES[split]]
+    if None in found:
+        raise _unavailable(path, download=False)
+    return found
+
+
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file of unsigned bytes (MNIST's format), plain or gzipped, as a uint8 array.
 
@@ -141,14 +155,9 @@ def fingerprint(root: str | os.PathLike[str] | None = None) -> str:
     of an image or a label changes it. The book build uses it to re-execute the chapters when the
     data changes, and the status page names the data by it (not by a path).
     """
-    path = data_root(root)
     digest = hashlib.sha256()
-    for split in ("train", "test"):
-        for name in RAW_FILES[split]:
-            found = _raw_path(path, name)
-            if found is None:
-                raise _unavailable(path, download=False)
-            digest.update(read_idx(found).tobytes())  # the values, not the bytes: .gz or not, same data
+    for file in raw_files(root):
+        digest.update(read_idx(file).tobytes())  # the values, not the bytes: .gz or not, same data
     return digest.hexdigest()[:12]
 
 

@@ -118,8 +118,9 @@ def num_classes(params: mlp.Params) -> int:
     return int(jnp.shape(params[-1][0])[1])
 
 
-def _validate(x: ArrayLike, y: ArrayLike, params: mlp.Params, name: str = "") -> None:
+def _validate(x: ArrayLike, y: ArrayLike, params: mlp.Params, activation: str, name: str = "") -> None:
     mlp.check_params(params)
+    mlp.get_activation(activation)
     check_dataset(x, y, name=name, flat=True, num_classes=num_classes(params))
 
 
@@ -162,8 +163,7 @@ def train_epoch(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     if validate:
-        _validate(x, y, params)
-        mlp.get_activation(activation)
+        _validate(x, y, params, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
@@ -214,8 +214,7 @@ def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1
         ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch may be
         smaller).
     """
-    _validate(x, y, params)
-    mlp.get_activation(activation)
+    _validate(x, y, params, activation)
     return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size, activation)
 
 
@@ -283,11 +282,10 @@ def fit(
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     if (x_val is None) != (y_val is None):
         raise ValueError("give both x_val and y_val, or neither")
-    _validate(x_train, y_train, params)
-    mlp.get_activation(activation)
+    _validate(x_train, y_train, params, activation)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once, for all epochs
     if x_val is not None:
-        _validate(x_val, y_val, params, name="val_")
+        _validate(x_val, y_val, params, activation, name="val_")
         x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     history = History()
     bar = tqdm(range(epochs), desc=f"training ({mode})", unit="epoch", disable=not progress)

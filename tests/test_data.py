@@ -64,6 +64,14 @@ def test_damaged_idx_files_are_refused_with_the_file_named(tiny_mnist, damage, m
     assert "train-labels-idx1-ubyte" in str(info.value)
 
 
+def test_raw_files_lists_the_four_files_or_says_where_they_go(tiny_mnist, tmp_path):
+    root, _ = tiny_mnist
+    assert [f.name for f in data.raw_files(root)] == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    with pytest.raises(DataUnavailableError, match="Put the four IDX files"):
+        data.raw_files(tmp_path / "empty")
+
+
 def test_fingerprint_names_the_content_not_the_place(tmp_path):
     a = make_mnist(tmp_path / "a", seed=1)
     make_mnist(tmp_path / "b", seed=1)
@@ -88,9 +96,7 @@ def test_loading_imports_no_torch(tiny_mnist):
     assert out.stdout.strip() == "False"
 
 
-def test_command_without_data_fails_in_one_line(tmp_path, monkeypatch):
-    from torchvision.datasets import MNIST
-
+def test_command_without_data_fails_in_one_line(tmp_path):
     env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path / "nowhere")}
     # Offline, as in CI; a download cannot succeed here whatever happens.
     out = subprocess.run([sys.executable, "-m", "companion.data"], capture_output=True, text=True, env=env,
@@ -99,7 +105,6 @@ def test_command_without_data_fails_in_one_line(tmp_path, monkeypatch):
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MNIST is not available")
-    assert MNIST is not None
 
 
 def test_command_names_the_data(tiny_mnist):

@@ -23,7 +23,7 @@ CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 # pip prints one line per local index that lacks a package; they are noise, not problems.
 PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install data book browser notebooks test lint unit chapters lock clean
+.PHONY: help install data book browser notebooks test lint unit unit-lowest chapters lock clean
 help:
 	@echo "make book       build the book (executes every chapter) into _build/html"
 	@echo "make test       lint, build the book, execute every chapter under nbmake, run pytest"
@@ -83,10 +83,27 @@ chapters: install _nbmake
 unit: install browser
 	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS)
 
-test: lint book chapters unit
+# The unit tests again at the lowest versions pyproject.toml allows, so its floors are a tested
+# fact: uv (installed into that venv from PyPI) resolves every direct dependency to its lowest
+# allowed version. No book toolchain and no torch there: the tests of the book are left out, and
+# the tests that compare with torch skip.
+LOWEST_VENV := .venv-lowest
+BOOK_TESTS := test_chapters test_book_cache test_browser test_prose_numbers
+unit-lowest: $(LOWEST_VENV)/.installed
+	MPLBACKEND=Agg $(LOWEST_VENV)/bin/python -m pytest -n $(JOBS) $(foreach t,$(BOOK_TESTS),--ignore=tests/$(t).py)
+$(LOWEST_VENV)/.installed: pyproject.toml
+	@echo "==> installing the lowest allowed versions into $(LOWEST_VENV)"
+	rm -rf $(LOWEST_VENV) && $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -q uv 2>&1 | { $(PIP_QUIET); }
+	$(LOWEST_VENV)/bin/uv pip install -q --python $(LOWEST_VENV)/bin/python --resolution lowest-direct -e ".[unit]"
+	$(LOWEST_VENV)/bin/uv pip list --python $(LOWEST_VENV)/bin/python 2>/dev/null \
+	  | grep -E "^(jax|jaxlib|flax|optax|numpy|matplotlib|tqdm) " | tr -s ' ' | paste -sd, -
+	touch $@
+
+test: lint book chapters unit unit-lowest
 
 lock: install
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf _build _nbmake notebooks _assets/mathjax .cache
+	rm -rf _build _nbmake notebooks _assets/mathjax .cache $(LOWEST_VENV)

@@ -1,33 +1,61 @@
-"""companion: the code the book *Training neural networks with JAX* builds, chapter by chapter.
+"""companion: the code the book *Training neural networks with JAX* builds, chapter by
+chapter.
 
 Small flat modules, one concept each (see the book's introduction for the chapter map):
 
 - :mod:`companion.checks` — input validation at the eager boundary
-- :mod:`companion.data` — MNIST loading and minibatches (chapter 2)
+- :mod:`companion.idx` — reading MNIST's IDX file format with numpy (chapter 2)
+- :mod:`companion.data` — finding and loading MNIST, validated once (chapter 2)
+- :mod:`companion.batching` — validating, shuffling and batching a dataset (chapter 2)
 - :mod:`companion.mlp` — MLP parameters, forward pass, accuracy (chapter 2)
 - :mod:`companion.losses` — stable softmax, cross-entropy, MSE, L2 (chapter 3)
 - :mod:`companion.backprop` — the backward pass by hand, finite differences (chapter 4)
-- :mod:`companion.training` — SGD epochs (eager, jit, scan), ``fit``, ``evaluate`` (chapter 5)
-- :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter 5)
-- :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter 5)
+- :mod:`companion.loop` — the epoch loop both ``fit`` s share: keys, history, progress,
+  NaN check (chapter 5)
+- :mod:`companion.training` — SGD epochs (eager, jit, scan), ``fit``, ``evaluate``
+  (chapter 5)
+- :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter
+  5)
+- :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter
+  5)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
-- :mod:`companion.nnx_training` — optax optimizer, NNX train/eval steps, ``fit``, NaN guard (chapter 6)
+- :mod:`companion.nnx_training` — optax optimizer, NNX train/eval steps, ``fit``, NaN
+  guard (chapter 6)
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
-- :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter 7)
+- :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
+  7)
 - :mod:`companion.plotting` — the book's figure style
 
-``companion.bench`` is a command (``python -m companion.bench``), imported on its own, not here.
-Importing the package imports none of its modules until they are used; none of them imports
-torch (torchvision is loaded only when :func:`companion.data.load_mnist` must download MNIST).
+``companion.bench`` is a command (``python -m companion.bench``), imported on its own,
+not here. Importing the package imports none of its modules until they are used; none of
+them imports torch (torchvision is loaded only when :func:`companion.data.load_mnist`
+must download MNIST).
 """
 
 import importlib
 import types
 
-# Submodules load on first use (PEP 562): `from companion import mlp` or `companion.mlp` imports
-# mlp and what it needs (jax, numpy), not flax, optax, orbax or matplotlib.
-_SUBMODULES = ("backprop", "checkpoint", "checks", "data", "losses", "mlp", "nnx_models", "nnx_training",
-               "parallel", "plotting", "timing", "training")
+# Submodules load on first use (PEP 562): `from companion import mlp` or `companion.mlp`
+# imports mlp and what it needs (jax, numpy), not flax, optax, orbax or matplotlib.
+_SUBMODULES = (
+    "backprop",
+    "batching",
+    "checkpoint",
+    "checks",
+    "data",
+    "idx",
+    "loop",
+    "losses",
+    "mlp",
+    "nnx_models",
+    "nnx_steps",
+    "nnx_training",
+    "optim",
+    "parallel",
+    "plotting",
+    "timing",
+    "training",
+)
 
 __all__ = list(_SUBMODULES)
 __version__ = "0.1.0"
@@ -35,7 +63,9 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> types.ModuleType:
     if name in _SUBMODULES:
-        return importlib.import_module(f"companion.{name}")  # also binds it in this namespace
+        return importlib.import_module(
+            f"companion.{name}"
+        )  # also binds it in this namespace
     raise AttributeError(f"module 'companion' has no attribute {name!r}")
 
 

@@ -1,13 +1,16 @@
-"""``python -m companion.bench``: seconds per epoch for every way the book trains its MLP.
+"""``python -m companion.bench``: seconds per epoch for every way the book trains its
+MLP.
 
-Prints one table: for each variant, the median seconds per epoch, the speedup over JAX eager,
-and the ratio to the *compute floor* — the FLOPs an epoch needs (from the model's shapes) divided
-by the matrix-multiply throughput measured on this machine in the same run. A ratio of 1 would
-mean the epoch runs at the speed of one large matmul; everything above it is overhead.
+Prints one table: for each variant, the median seconds per epoch, the speedup over JAX
+eager, and the ratio to the *compute floor* — the FLOPs an epoch needs (from the model's
+shapes) divided by the matrix-multiply throughput measured on this machine in the same
+run. A ratio of 1 would mean the epoch runs at the speed of one large matmul; everything
+above it is overhead.
 
-Variants: ``eager``, ``jit`` and ``scan`` (``companion.training.train_epoch``), ``torch`` (PyTorch
-eager, same model, same batches, if torch is installed) and ``numpy`` (the chapter-4 backward
-pass written in numpy).
+Variants: ``eager``, ``jit`` and ``scan`` (``companion.training.train_epoch``),
+``torch`` (PyTorch eager, same model, same batches, if torch is installed) and ``numpy``
+(the chapter-4 forward and backward kernels of :mod:`companion.backprop` run on numpy
+arrays).
 """
 
 from __future__ import annotations
@@ -22,21 +25,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import mlp, training
+from companion import backprop, mlp, training
 from companion.timing import benchmark
 
-__all__ = ["Row", "epoch_flops", "format_table", "main", "matmul_throughput", "numpy_epoch", "run",
-           "torch_epoch"]
+__all__ = [
+    "Row",
+    "epoch_flops",
+    "format_table",
+    "main",
+    "matmul_throughput",
+    "numpy_epoch",
+    "run",
+    "torch_epoch",
+]
 
 VARIANTS = ("eager", "jit", "scan", "torch", "numpy")
 
 
 def epoch_flops(sizes: Sequence[int], n: int, batch_size: int) -> int:
-    """Floating-point operations of the matrix products in one SGD epoch of ``n // batch_size`` steps.
+    """Floating-point operations of the matrix products in one SGD epoch of ``n //
+    batch_size`` steps.
 
-    Per layer with ``n_in`` inputs and ``n_out`` outputs a step does ``2·B·n_in·n_out`` FLOPs for
-    the forward product, as many for ``∇W = aᵀδ``, and as many for ``δ Wᵀ`` — except in the
-    first layer, whose input needs no gradient. Elementwise work is ignored (it is small here).
+    Per layer with ``n_in`` inputs and ``n_out`` outputs a step does ``2·B·n_in·n_out``
+    FLOPs for the forward product, as many for ``∇W = aᵀδ``, and as many for ``δ Wᵀ`` —
+    except in the first layer, whose input needs no gradient. Elementwise work is
+    ignored (it is small here).
 
     Examples:
         >>> epoch_flops([784, 128, 10], n=128, batch_size=64)  # 2 steps
@@ -51,7 +64,9 @@ def epoch_flops(sizes: Sequence[int], n: int, batch_size: int) -> int:
 
 
 def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
-    """FLOP/s of a jitted float32 ``(size, size) @ (size, size)`` on the default device (best of runs)."""
+    """FLOP/s of a jitted float32 ``(size, size) @ (size, size)`` on the default device
+    (best of runs).
+    """
     a = jnp.ones((size, size), jnp.float32)
     f = jax.jit(lambda m: m @ m)
     jax.block_until_ready(f(a))
@@ -66,46 +81,68 @@ def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
 NumpyParams = list[tuple[np.ndarray, np.ndarray]]
 
 
-def numpy_epoch(params: NumpyParams, x: np.ndarray, y: np.ndarray, lr: float,
-                batch_size: int) -> tuple[NumpyParams, float]:
-    """One SGD epoch with the chapter-4 backward pass in numpy (ReLU MLP, mean cross-entropy).
+# numpy's σ for the numpy variant; σ′ is backprop.DERIVATIVES itself (operators only).
+NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda z: np.maximum(z, 0),
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+}
 
-    Same batches, same update as ``training.train_epoch``; returns ``(params, mean_loss)``.
+
+def numpy_epoch(
+    params: NumpyParams,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    batch_size: int,
+    activation: str = "relu",
+) -> tuple[NumpyParams, float]:
+    """One SGD epoch in numpy with the chapter-4 backward pass
+    (:func:`companion.backprop.propagate`).
+
+    Same batches, same update as ``training.train_epoch``; returns ``(params,
+    mean_loss)``.
     """
+    mlp.get_activation(activation)  # the error for an unknown name
+    sigma, sigma_prime = NUMPY_ACTIVATIONS[activation], backprop.DERIVATIVES[activation]
     params = [(W.copy(), b.copy()) for W, b in params]
     losses = []
     for i in range(len(y) // batch_size):
-        xb, yb = x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
-        inputs, pre, a = [], [], xb
-        for W, b in params[:-1]:
-            inputs.append(a)
-            z = a @ W + b
-            pre.append(z)
-            a = np.maximum(z, 0)
-        inputs.append(a)
-        logits = a @ params[-1][0] + params[-1][1]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        xb, yb = (
+            x[i * batch_size : (i + 1) * batch_size],
+            y[i * batch_size : (i + 1) * batch_size],
+        )
+        cache = backprop.forward_layers(params, xb, sigma)
+        shifted = cache.logits - cache.logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(
+            np.exp(shifted).sum(axis=1, keepdims=True)
+        )  # (B, C)
         losses.append(-log_probs[np.arange(len(yb)), yb].mean())
-        delta = np.exp(log_probs)
+        delta = np.exp(
+            log_probs
+        )  # δ^(L) = (softmax − onehot) / B, as in backprop.backward
         delta[np.arange(len(yb)), yb] -= 1
         delta /= len(yb)
-        grads = []
-        for layer in range(len(params) - 1, -1, -1):
-            grads.append((inputs[layer].T @ delta, delta.sum(axis=0)))
-            if layer > 0:
-                delta = (delta @ params[layer][0].T) * (pre[layer - 1] > 0)
-        params = [(W - lr * gW, b - lr * gb) for (W, b), (gW, gb) in zip(params, grads[::-1], strict=True)]
+        grads = backprop.propagate(params, cache, delta, sigma_prime)
+        params = [
+            (W - lr * gW, b - lr * gb)
+            for (W, b), (gW, gb) in zip(params, grads, strict=True)
+        ]
     return params, float(np.mean(losses))
 
 
 def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
-    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager; returns the mean loss."""
+    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager;
+    returns the mean loss.
+    """
     import torch
 
     losses = []
     for i in range(len(y) // batch_size):
-        xb, yb = x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
+        xb, yb = (
+            x[i * batch_size : (i + 1) * batch_size],
+            y[i * batch_size : (i + 1) * batch_size],
+        )
         loss = torch.nn.functional.cross_entropy(model(xb), yb)
         model.zero_grad(set_to_none=True)
         loss.backward()
@@ -117,7 +154,9 @@ def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
 
 
 def torch_mlp(params: mlp.Params):
-    """A ``torch.nn.Sequential`` ReLU MLP holding the same weights as ``params`` (W transposed)."""
+    """A ``torch.nn.Sequential`` ReLU MLP holding the same weights as ``params`` (W
+    transposed).
+    """
     import torch
 
     layers = []
@@ -142,39 +181,66 @@ class Row:
     loss: float  # mean training loss of the last timed epoch
 
 
-def _median_epoch(step: Callable[[], float], epochs: int, warmup: int) -> tuple[float, float]:
-    """Median seconds of ``step()`` (an epoch that waits for its own result), and its last loss."""
+def _median_epoch(
+    step: Callable[[], float], epochs: int, warmup: int
+) -> tuple[float, float]:
+    """Median seconds of ``step()`` (an epoch that waits for its own result), and its
+    last loss.
+    """
     losses: list[float] = []
     timed = benchmark(lambda: losses.append(step()), warmup=warmup, repeat=epochs)
     return timed.median, losses[-1]
 
 
-def run(x: np.ndarray, y: np.ndarray, *, sizes: Sequence[int] = (784, 128, 10), lr: float = 0.01,
-        batch_size: int = 64, epochs: int = 3, eager_epochs: int = 1,
-        variants: Sequence[str] = VARIANTS, seed: int = 516) -> list[Row]:
-    """Time each variant: one untimed warm-up epoch (compilation), then the median of ``epochs``.
+def run(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    sizes: Sequence[int] = (784, 128, 10),
+    lr: float = 0.01,
+    batch_size: int = 64,
+    epochs: int = 3,
+    eager_epochs: int = 1,
+    variants: Sequence[str] = VARIANTS,
+    seed: int = 516,
+) -> list[Row]:
+    """Time each variant: one untimed warm-up epoch (compilation), then the median of
+    ``epochs``.
 
-    ``eager`` is timed over ``eager_epochs`` without warm-up (it compiles nothing and is slow).
-    ``torch`` is skipped, with a note on stderr, if torch is not installed.
+    ``eager`` is timed over ``eager_epochs`` without warm-up (it compiles nothing and is
+    slow). ``torch`` is skipped, with a note on stderr, if torch is not installed.
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+        raise ValueError(
+            f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
+        )
     init = mlp.init_params(list(sizes), jax.random.PRNGKey(seed))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)  # on the device once, as a user would
     rows = []
     for variant in variants:
         if variant in ("eager", "jit", "scan"):
-            state = {"p": jax.tree.map(jnp.array, init)}  # a copy: jit and scan donate it
+            state = {
+                "p": jax.tree.map(jnp.array, init)
+            }  # a copy: jit and scan donate it
 
             def step(variant=variant, state=state):
-                state["p"], loss = training.train_epoch(state["p"], x_dev, y_dev, lr=lr,
-                                                        batch_size=batch_size, mode=variant, validate=False)
+                state["p"], loss = training.train_epoch(
+                    state["p"],
+                    x_dev,
+                    y_dev,
+                    lr=lr,
+                    batch_size=batch_size,
+                    mode=variant,
+                    validate=False,
+                )
                 jax.block_until_ready(state["p"])
                 return float(loss)
 
             timed = eager_epochs if variant == "eager" else epochs
-            seconds, loss = _median_epoch(step, timed, warmup=0 if variant == "eager" else 1)
+            seconds, loss = _median_epoch(
+                step, timed, warmup=0 if variant == "eager" else 1
+            )
         elif variant == "numpy":
             np_state = {"p": [(np.asarray(W), np.asarray(b)) for W, b in init]}
             x_np, y_np = np.asarray(x, np.float32), np.asarray(y)
@@ -189,7 +255,10 @@ def run(x: np.ndarray, y: np.ndarray, *, sizes: Sequence[int] = (784, 128, 10), 
             try:
                 import torch
             except ImportError:
-                print("torch is not installed: skipping the PyTorch variant", file=sys.stderr)
+                print(
+                    "torch is not installed: skipping the PyTorch variant",
+                    file=sys.stderr,
+                )
                 continue
             model = torch_mlp(init)
             x_t = torch.from_numpy(np.asarray(x, np.float32))
@@ -205,15 +274,21 @@ def run(x: np.ndarray, y: np.ndarray, *, sizes: Sequence[int] = (784, 128, 10), 
 
 
 def format_table(rows: Sequence[Row], floor_seconds: float) -> str:
-    """The benchmark table as text: seconds, speedup over eager (if measured), ratio to the floor."""
+    """The benchmark table as text: seconds, speedup over eager (if measured), ratio to
+    the floor.
+    """
     eager = next((r.seconds for r in rows if r.variant == "eager"), None)
     header = f"{'variant':8s} {'s/epoch':>9s} {'× vs eager':>11s} {'× floor':>8s} {'epochs':>7s} {'loss':>8s}"
     lines = [header]
     for r in rows:
         speedup = f"{eager / r.seconds:10.1f}×" if eager else f"{'—':>11s}"
-        lines.append(f"{r.variant:8s} {r.seconds:9.3f} {speedup} {r.seconds / floor_seconds:7.2f}× "
-                     f"{r.epochs:7d} {r.loss:8.4f}")
-    lines.append(f"{'floor':8s} {floor_seconds:9.3f}   (epoch FLOPs / measured matmul throughput)")
+        lines.append(
+            f"{r.variant:8s} {r.seconds:9.3f} {speedup} {r.seconds / floor_seconds:7.2f}× "
+            f"{r.epochs:7d} {r.loss:8.4f}"
+        )
+    lines.append(
+        f"{'floor':8s} {floor_seconds:9.3f}   (epoch FLOPs / measured matmul throughput)"
+    )
     return "\n".join(lines)
 
 
@@ -221,17 +296,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m companion.bench",
         description="Seconds per epoch of SGD on the book's MLP, for every training variant, "
-                    "with the speedup over JAX eager and the ratio to the compute floor.")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="timed epochs per variant (median; default 3)")
-    parser.add_argument("--eager-epochs", type=int, default=1,
-                        help="timed epochs for eager (default 1: it is slow)")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    parser.add_argument("--synthetic", type=int, metavar="N", default=None,
-                        help="use N random images instead of MNIST (no data needed)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated subset of {','.join(VARIANTS)}")
+        "with the speedup over JAX eager and the ratio to the compute floor.",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="timed epochs per variant (median; default 3)",
+    )
+    parser.add_argument(
+        "--eager-epochs",
+        type=int,
+        default=1,
+        help="timed epochs for eager (default 1: it is slow)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="examples per step (default 64)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=0.01, help="learning rate (default 0.01)"
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        default=None,
+        help="use N random images instead of MNIST (no data needed)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)}",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.eager_epochs < 1 or args.batch_size < 1:
         parser.error("--epochs, --eager-epochs and --batch-size must be positive")
@@ -251,13 +347,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = f"MNIST, {len(y):,} training images"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
-        rows = run(x, y, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                   eager_epochs=args.eager_epochs, variants=variants)
+        rows = run(
+            x,
+            y,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            eager_epochs=args.eager_epochs,
+            variants=variants,
+        )
     except ValueError as e:
         parser.error(str(e))
     floor = epoch_flops((784, 128, 10), len(y), args.batch_size) / matmul_throughput()
-    print(f"{source}, batch {args.batch_size}, {jax.device_count()} {jax.default_backend()} device(s), "
-          f"jax {jax.__version__}")
+    print(
+        f"{source}, batch {args.batch_size}, {jax.device_count()} {jax.default_backend()} device(s), "
+        f"jax {jax.__version__}"
+    )
     print(format_table(rows, floor))
     return 0
 

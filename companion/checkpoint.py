@@ -1,10 +1,11 @@
-"""Saving and restoring an NNX model with its optimizer, with orbax-checkpoint (chapter 6).
+"""Saving and restoring an NNX model with its optimizer, with orbax-checkpoint (chapter
+6).
 
-Orbax writes each checkpoint into a temporary folder and renames it into place only when it is
-complete, so a half-written checkpoint (a crash, a full disk) is never listed and never loaded.
-Saves are asynchronous: training goes on while the arrays are written. :class:`Checkpointer`
-waits for pending saves before it lists, restores or closes, so a checkpoint is never read while
-it is being written.
+Orbax writes each checkpoint into a temporary folder and renames it into place only when
+it is complete, so a half-written checkpoint (a crash, a full disk) is never listed and
+never loaded. Saves are asynchronous: training goes on while the arrays are written.
+:class:`Checkpointer` waits for pending saves before it lists, restores or closes, so a
+checkpoint is never read while it is being written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class Checkpointer:
     """Numbered checkpoints of ``(model, optimizer)`` in one folder.
 
     Args:
-        directory: where the checkpoints go (created if missing); one sub-folder per step.
+        directory: where the checkpoints go (created if missing); one sub-folder per
+            step.
         max_to_keep: keep only the newest this many checkpoints (``None``: keep all).
 
     Examples:
@@ -36,28 +38,42 @@ class Checkpointer:
         [1]
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, max_to_keep: int | None = 3):
+    def __init__(
+        self, directory: str | os.PathLike[str], *, max_to_keep: int | None = 3
+    ):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer, *,
-             overwrite: bool = False) -> None:
+    def save(
+        self,
+        step: int,
+        model: nnx.Module,
+        optimizer: nnx.Optimizer,
+        *,
+        overwrite: bool = False,
+    ) -> None:
         """Start saving model and optimizer state as ``step`` (asynchronously).
 
         Raises:
-            FileExistsError: a checkpoint for ``step`` exists and ``overwrite`` is False.
+            FileExistsError: a checkpoint for ``step`` exists and ``overwrite`` is
+                False.
         """
         if step in self.steps():
             if not overwrite:
                 raise FileExistsError(
                     f"a checkpoint for step {step} already exists in {self.directory}; "
-                    f"pass overwrite=True to replace it")
+                    f"pass overwrite=True to replace it"
+                )
             self._manager.delete(step)
-        self._manager.save(step, args=ocp.args.StandardSave(nnx.state((model, optimizer))))
+        self._manager.save(
+            step, args=ocp.args.StandardSave(nnx.state((model, optimizer)))
+        )
 
     def steps(self) -> list[int]:
-        """The steps with a complete checkpoint, oldest first (after pending saves finish)."""
+        """The steps with a complete checkpoint, oldest first (after pending saves
+        finish).
+        """
         self._manager.wait_until_finished()
         self._manager.reload()
         return sorted(self._manager.all_steps())
@@ -67,11 +83,15 @@ class Checkpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def restore(self, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None) -> int:
-        """Load a checkpoint into ``model`` and ``optimizer`` (in place); returns its step.
+    def restore(
+        self, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None
+    ) -> int:
+        """Load a checkpoint into ``model`` and ``optimizer`` (in place); returns its
+        step.
 
-        The objects must have the structure of the saved ones (build them as before, then restore):
-        their current state is the template that tells orbax the shapes and dtypes.
+        The objects must have the structure of the saved ones (build them as before,
+        then restore): their current state is the template that tells orbax the shapes
+        and dtypes.
 
         Raises:
             FileNotFoundError: there is no checkpoint (or none for ``step``).
@@ -81,7 +101,9 @@ class Checkpointer:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         step = steps[-1] if step is None else step
         if step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; there are {steps}")
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.directory}; there are {steps}"
+            )
         template = nnx.state((model, optimizer))
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(template))
         nnx.update((model, optimizer), restored)

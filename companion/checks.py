@@ -1,11 +1,12 @@
 """Input validation shared by the companion modules.
 
-JAX checks almost nothing at run time: an out-of-range integer index is silently clamped, a NaN
-flows through every operation, and a shape mismatch may broadcast into a wrong but valid result.
-These helpers run at the *eager boundary* (data loading and the public functions, on concrete
-values) and raise errors that name both what was expected and what was found. Under `jax.jit`
-values are abstract tracers, so value checks are skipped there and only shapes and dtypes are
-checked: validate your data once, before the jitted training loop.
+JAX checks almost nothing at run time: an out-of-range integer index is silently
+clamped, a NaN flows through every operation, and a shape mismatch may broadcast into a
+wrong but valid result. These helpers run at the *eager boundary* (data loading and the
+public functions, on concrete values) and raise errors that name both what was expected
+and what was found. Under `jax.jit` values are abstract tracers, so value checks are
+skipped there and only shapes and dtypes are checked: validate your data once, before
+the jitted training loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ __all__ = ["check_finite", "check_labels", "is_concrete"]
 
 
 def is_concrete(x: object) -> bool:
-    """True when ``x`` has concrete values (not an abstract tracer inside ``jit``/``grad``/``vmap``)."""
+    """True when ``x`` has concrete values (not an abstract tracer inside
+    ``jit``/``grad``/``vmap``).
+    """
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -32,8 +35,8 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
 
     Raises:
         TypeError: if the labels are not of an integer dtype (floats, booleans).
-        ValueError: if a concrete label lies outside ``[0, num_classes)``; the message names the
-            offending value and its position.
+        ValueError: if a concrete label lies outside ``[0, num_classes)``; the message
+            names the offending value and its position.
 
     Examples:
         >>> check_labels([0, 9, 3], num_classes=10)
@@ -42,9 +45,13 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
         ...
         ValueError: labels must lie in [0, 10); found 10 at index 1
     """
-    dtype = np.dtype(labels.dtype) if hasattr(labels, "dtype") else np.asarray(labels).dtype
+    dtype = (
+        np.dtype(labels.dtype) if hasattr(labels, "dtype") else np.asarray(labels).dtype
+    )
     if not np.issubdtype(dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype (class indices); got dtype {dtype}")
+        raise TypeError(
+            f"{name} must have an integer dtype (class indices); got dtype {dtype}"
+        )
     if not is_concrete(labels):
         return  # traced inside jit: values unknown here, see the module docstring
     values = np.asarray(labels)
@@ -60,14 +67,16 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
 
 
 def check_finite(x: ArrayLike, *, name: str = "input") -> None:
-    """Raise ``ValueError`` if a concrete ``x`` holds NaN or ±inf, saying how many and where.
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN or ±inf, saying how many and
+    where.
 
     Examples:
         >>> check_finite([1.0, 2.0])
         >>> check_finite([1.0, float("nan")], name="images")
         Traceback (most recent call last):
         ...
-        ValueError: images must be finite; found 1 non-finite value(s), the first at index 1: nan
+        ValueError: images must be finite; found 1 non-finite value(s), the first at
+            index 1: nan
     """
     if not is_concrete(x):
         return

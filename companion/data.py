@@ -1,32 +1,28 @@
-"""MNIST as the book needs it: reading the IDX files, validation, and minibatches.
+"""MNIST as the book needs it: finding and reading the IDX files, validated once.
 
 Data flow: IDX files on disk (torchvision's raw layout, ``<root>/MNIST/raw``) →
-:func:`load_mnist` (numpy, validated once) → :func:`batches` (JAX arrays) → a training step.
+:func:`load_mnist` (numpy, validated once) → :func:`companion.batching.batches` (JAX
+arrays) → a training step.
 
-Reading four IDX files needs only numpy (:func:`read_idx`); torchvision (and with it torch) is
-imported only to *download* MNIST when the files are missing, so loading takes a fraction of a
-second and ``import companion`` stays light.
+Reading four IDX files needs only numpy (:func:`companion.idx.read_idx`); torchvision (and with it
+torch) is imported only to *download* MNIST when the files are missing, so loading takes
+a fraction of a second and ``import companion`` stays light.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import os
-import struct
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
-from companion.checks import check_finite, check_labels
+from companion.checks import check_labels
+from companion.idx import read_idx
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -35,24 +31,21 @@ __all__ = [
     "DataUnavailableError",
     "MNISTData",
     "Split",
-    "batches",
-    "check_dataset",
     "data_root",
     "describe",
-    "epoch_key",
     "fingerprint",
     "is_full_mnist",
     "load_mnist",
-    "num_batches",
     "raw_files",
-    "read_idx",
-    "shuffle",
 ]
 
 DATA_DIR_ENV = "COMPANION_DATA_DIR"
 NUM_CLASSES = 10
 IMAGE_SIZE = 28 * 28
-MNIST_FULL_SIZES = (60_000, 10_000)  # (train, test) of the official release, for reference only
+MNIST_FULL_SIZES = (
+    60_000,
+    10_000,
+)  # (train, test) of the official release, for reference only
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -60,21 +53,27 @@ class DataUnavailableError(FileNotFoundError):
 
 
 class Split(NamedTuple):
-    """One split of a dataset: images ``x`` of shape ``(N, 784)`` and labels ``y`` of shape ``(N,)``."""
+    """One split of a dataset: images ``x`` of shape ``(N, 784)`` and labels ``y`` of
+    shape ``(N,)``.
+    """
 
     x: np.ndarray  # (N, 784) float32 in [0, 1]
     y: np.ndarray  # (N,) int32 in [0, 10)
 
 
 class MNISTData(NamedTuple):
-    """MNIST as loaded by :func:`load_mnist`; unpacks as ``(x_train, y_train), (x_test, y_test)``."""
+    """MNIST as loaded by :func:`load_mnist`; unpacks as ``(x_train, y_train), (x_test,
+    y_test)``.
+    """
 
     train: Split
     test: Split
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Where MNIST lives: ``root`` if given, else ``$COMPANION_DATA_DIR``, else ``./data``."""
+    """Where MNIST lives: ``root`` if given, else ``$COMPANION_DATA_DIR``, else
+    ``./data``.
+    """
     if root is not None:
         return Path(root)
     env = os.environ.get(DATA_DIR_ENV)
@@ -88,76 +87,55 @@ RAW_FILES = {  # split → (images, labels), as torchvision lays them out in <ro
 
 
 def _raw_path(root: Path, name: str) -> Path | None:
-    """The file ``name`` under ``root/MNIST/raw``, uncompressed or as ``name.gz``; None if absent."""
-    for candidate in (root / "MNIST" / "raw" / name, root / "MNIST" / "raw" / f"{name}.gz"):
+    """The file ``name`` under ``root/MNIST/raw``, uncompressed or as ``name.gz``; None
+    if absent.
+    """
+    for candidate in (
+        root / "MNIST" / "raw" / name,
+        root / "MNIST" / "raw" / f"{name}.gz",
+    ):
         if candidate.is_file():
             return candidate
     return None
 
 
 def _raw_files_present(root: Path) -> bool:
-    return all(_raw_path(root, n) is not None for pair in RAW_FILES.values() for n in pair)
+    return all(
+        _raw_path(root, n) is not None for pair in RAW_FILES.values() for n in pair
+    )
 
 
 def raw_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The four IDX files of the MNIST under ``root`` (default: :func:`data_root`), train first.
+    """The four IDX files of the MNIST under ``root`` (default: :func:`data_root`),
+    train first.
 
     Raises:
         DataUnavailableError: a file is missing; the message says where they must go.
     """
     path = data_root(root)
-    found = [_raw_path(path, name) for split in ("train", "test") for name in RAW_FILES[split]]
+    found = [
+        _raw_path(path, name)
+        for split in ("train", "test")
+        for name in RAW_FILES[split]
+    ]
     if None in found:
         raise _unavailable(path, download=False)
     return found
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (MNIST's format), plain or gzipped, as a uint8 array.
-
-    The header is two zero bytes, a type byte (``0x08``: unsigned byte), the number of
-    dimensions ``d``, then ``d`` big-endian uint32 sizes; the values follow, row-major.
-
-    Raises:
-        ValueError: a header that is not IDX, a type other than unsigned byte, or a file whose
-            length does not match its header (a truncated download); the message names the file.
-
-    Examples:
-        >>> import tempfile
-        >>> f = Path(tempfile.mkdtemp()) / "labels-idx1-ubyte"
-        >>> _ = f.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
-        >>> read_idx(f)
-        array([7, 2, 1], dtype=uint8)
-    """
-    path = Path(path)
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(data) < 4 or data[:2] != b"\0\0":
-        raise ValueError(f"{path} is not an IDX file (it must start with two zero bytes)")
-    kind, ndim = data[2], data[3]
-    if kind != 0x08:
-        raise ValueError(f"{path}: only IDX files of unsigned bytes (type 0x08) are read; "
-                         f"got type 0x{kind:02x}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path} is truncated: its header needs {header} bytes, the file has {len(data)}")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape, dtype=np.int64))
-    if len(data) - header != expected:
-        raise ValueError(f"{path}: the header promises {shape} = {expected:,} values, "
-                         f"the file holds {len(data) - header:,} (truncated or corrupt?)")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
-
-
 def fingerprint(root: str | os.PathLike[str] | None = None) -> str:
     """A short content hash of the four MNIST files (12 hex digits of SHA-256).
 
-    Two folders holding the same MNIST give the same fingerprint, wherever they are; any change
-    of an image or a label changes it. The book build uses it to re-execute the chapters when the
-    data changes, and the status page names the data by it (not by a path).
+    Two folders holding the same MNIST give the same fingerprint, wherever they are; any
+    change of an image or a label changes it. The book build uses it to re-execute the
+    chapters when the data changes, and the status page names the data by it (not by a
+    path).
     """
     digest = hashlib.sha256()
     for file in raw_files(root):
-        digest.update(read_idx(file).tobytes())  # the values, not the bytes: .gz or not, same data
+        digest.update(
+            read_idx(file).tobytes()
+        )  # the values, not the bytes: .gz or not, same data
     return digest.hexdigest()[:12]
 
 
@@ -165,7 +143,9 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0]
 
 
-def _unavailable(root: Path, download: bool, cause: BaseException | None = None) -> DataUnavailableError:
+def _unavailable(
+    root: Path, download: bool, cause: BaseException | None = None
+) -> DataUnavailableError:
     tried = (
         "downloading it through torchvision failed"
         + (f" ({type(cause).__name__}: {_first_line(cause)})" if cause else "")
@@ -183,7 +163,9 @@ def _unavailable(root: Path, download: bool, cause: BaseException | None = None)
 
 def _to_split(images: np.ndarray, labels: np.ndarray, name: str) -> Split:
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{name} images must have shape (N, 28, 28); got {images.shape}")
+        raise ValueError(
+            f"{name} images must have shape (N, 28, 28); got {images.shape}"
+        )
     if labels.shape != (images.shape[0],):
         raise ValueError(
             f"{name} needs one label per image: {images.shape[0]} images but labels of shape "
@@ -199,65 +181,87 @@ def _to_split(images: np.ndarray, labels: np.ndarray, name: str) -> Split:
 
 
 def _download(root: Path) -> None:
-    """Fetch MNIST into ``root/MNIST/raw`` through torchvision (the one use of torch here)."""
+    """Fetch MNIST into ``root/MNIST/raw`` through torchvision (the one use of torch
+    here).
+    """
     try:
         from torchvision.datasets import MNIST
     except ImportError as e:
         raise DataUnavailableError(
             f"MNIST is not under {(root / 'MNIST' / 'raw').resolve()}, and downloading it needs "
             f"torchvision: pip install 'companion[data]' (or torchvision), or put the four IDX files "
-            f"there yourself, or point {DATA_DIR_ENV} at a folder that holds MNIST/raw/.") from e
+            f"there yourself, or point {DATA_DIR_ENV} at a folder that holds MNIST/raw/."
+        ) from e
     for train in (True, False):
         try:
-            # torchvision prints one line per failed mirror; the error below says it all.
+            # torchvision prints one line per failed mirror; the error below says it
+            # all.
             with contextlib.redirect_stdout(io.StringIO()):
                 MNIST(root=str(root), train=train, download=True)
         except (RuntimeError, OSError) as e:
             raise _unavailable(root, True, cause=e) from e
 
 
-def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> MNISTData:
+def load_mnist(
+    root: str | os.PathLike[str] | None = None, download: bool = True
+) -> MNISTData:
     """Load MNIST from its IDX files as flat float32 images and int32 labels.
 
-    The files are read with numpy (:func:`read_idx`); torchvision is used only to download them
-    when they are missing. Sizes are whatever the files hold (60,000/10,000 for the official
-    release; a sample has fewer): never assume them, read ``len(data.train.y)``.
+    The files are read with numpy (:func:`companion.idx.read_idx`); torchvision is used only to
+    download them when they are missing. Sizes are whatever the files hold
+    (60,000/10,000 for the official release; a sample has fewer): never assume them,
+    read ``len(data.train.y)``.
 
     Args:
-        root: folder holding ``MNIST/raw/``; default ``$COMPANION_DATA_DIR``, else ``./data``.
+        root: folder holding ``MNIST/raw/``; default ``$COMPANION_DATA_DIR``, else
+            ``./data``.
         download: let torchvision download the files when they are missing.
 
     Returns:
-        ``MNISTData(train=Split(x, y), test=Split(x, y))`` with ``x`` of shape ``(N, 784)``,
-        float32 in [0, 1], and ``y`` of shape ``(N,)``, int32 in [0, 10).
+        ``MNISTData(train=Split(x, y), test=Split(x, y))`` with ``x`` of shape ``(N,
+        784)``, float32 in [0, 1], and ``y`` of shape ``(N,)``, int32 in [0, 10).
 
     Raises:
-        DataUnavailableError: the files are missing and could not be downloaded (offline,
-            ``download=False``, or no torchvision); the message says where the files must go.
-        ValueError: a file that is not a valid IDX file, or images and labels that do not match.
+        DataUnavailableError: the files are missing and could not be downloaded
+            (offline, ``download=False``, or no torchvision); the message says where the
+            files must go.
+        ValueError: a file that is not a valid IDX file, or images and labels that do
+            not match.
     """
     path = data_root(root)
     if not _raw_files_present(path):
         if not download:
             raise _unavailable(path, download=False)
         _download(path)
-        if not _raw_files_present(path):  # pragma: no cover - torchvision changed its layout
+        if not _raw_files_present(
+            path
+        ):  # pragma: no cover - torchvision changed its layout
             raise _unavailable(path, download=True)
     splits = []
     for split, (images, labels) in RAW_FILES.items():
-        splits.append(_to_split(read_idx(_raw_path(path, images)), read_idx(_raw_path(path, labels)), split))
+        splits.append(
+            _to_split(
+                read_idx(_raw_path(path, images)),
+                read_idx(_raw_path(path, labels)),
+                split,
+            )
+        )
     return MNISTData(*splits)
 
 
 def describe(data: MNISTData, root: str | os.PathLike[str] | None = None) -> str:
-    """One line naming a loaded MNIST by its sizes and content fingerprint, never by its path.
+    """One line naming a loaded MNIST by its sizes and content fingerprint, never by its
+    path.
 
     Examples:
-        ``"the full MNIST (60,000 training / 10,000 test images, fingerprint 1a2b3c4d5e6f)"``
+        ``"the full MNIST (60,000 training / 10,000 test images, fingerprint
+        1a2b3c4d5e6f)"``
     """
     which = "the full MNIST" if is_full_mnist(data) else "an MNIST sample"
-    return (f"{which} ({len(data.train.y):,} training / {len(data.test.y):,} test images, "
-            f"fingerprint {fingerprint(root)})")
+    return (
+        f"{which} ({len(data.train.y):,} training / {len(data.test.y):,} test images, "
+        f"fingerprint {fingerprint(root)})"
+    )
 
 
 def is_full_mnist(data: MNISTData) -> bool:
@@ -265,122 +269,13 @@ def is_full_mnist(data: MNISTData) -> bool:
     return (len(data.train.y), len(data.test.y)) == MNIST_FULL_SIZES
 
 
-def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
-    """How many batches :func:`batches` yields for ``n`` examples.
-
-    Examples:
-        >>> num_batches(100, 32), num_batches(100, 32, drop_last=True)
-        (4, 3)
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def check_dataset(
-    x: ArrayLike, y: ArrayLike, *, name: str = "", num_classes: int = NUM_CLASSES, flat: bool = False
-) -> None:
-    """Raise unless ``(x, y)`` is a usable dataset: matching lengths, labels in range, finite inputs.
-
-    The one check every entry point runs once, before any training (inside ``jit`` it cannot).
-
-    Args:
-        x: inputs ``(N, ...)`` (``(N, D)`` with ``flat=True``).
-        y: integer labels ``(N,)`` in ``[0, num_classes)``.
-        name: a prefix for the messages, e.g. ``"val_"``.
-        num_classes: the number of classes.
-        flat: require 2-D inputs.
-
-    Raises:
-        ValueError: shapes that do not match (both are named), a label out of range (its value and
-            index are named), or a NaN/inf in ``x``.
-        TypeError: labels that are not integers.
-
-    Examples:
-        >>> check_dataset(np.zeros((3, 784), np.float32), np.array([0, 9, 2]))
-        >>> check_dataset(np.zeros((3, 784), np.float32), np.array([0, 9]))
-        Traceback (most recent call last):
-        ...
-        ValueError: x must be (N, ...) and y (N,), the same N; got x (3, 784) and y (2,)
-    """
-    xs, ys = tuple(jnp.shape(x)), tuple(jnp.shape(y))
-    ok_x = len(xs) == 2 if flat else len(xs) >= 1
-    if not ok_x or len(ys) != 1 or ys[0] != xs[0]:
-        wanted = "(N, D)" if flat else "(N, ...)"
-        raise ValueError(
-            f"{name}x must be {wanted} and {name}y (N,), the same N; got {name}x {xs} and {name}y {ys}")
-    check_labels(y if isinstance(y, jax.Array) else np.asarray(y), num_classes, name=f"{name}y")
-    check_finite(x, name=f"{name}x")
-
-
-def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
-    """The shuffling key of epoch ``epoch``: ``fold_in(key, epoch)`` (``None`` stays ``None``).
-
-    A function of the epoch alone, not of a split sequence: a run resumed at epoch ``e`` derives
-    the same key as one that went straight through. Both training loops use it
-    (:func:`companion.training.fit`, :func:`companion.nnx_training.fit`).
-    """
-    return None if key is None else jax.random.fold_in(key, epoch)
-
-
-@jax.jit
-def shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(x, y)`` in the order of ``jax.random.permutation(key, N)``, on the device (one compiled gather).
-
-    The key comes first, as in ``jax.random``; images and labels move together.
-    """
-    perm = jax.random.permutation(key, y.shape[0])
-    return x[perm], y[perm]
-
-
-def batches(
-    x: ArrayLike,
-    y: ArrayLike,
-    batch_size: int,
-    *,
-    key: jax.Array | None = None,
-    drop_last: bool = False,
-    num_classes: int = NUM_CLASSES,
-) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """Iterate over ``(x, y)`` minibatches, optionally shuffled by a JAX PRNG key.
-
-    Inputs are validated once, before the first batch: matching lengths, integer labels in
-    ``[0, num_classes)``, finite images.
-
-    Args:
-        x: inputs of shape ``(N, ...)``, e.g. ``(N, 784)``.
-        y: integer labels of shape ``(N,)``.
-        batch_size: examples per batch, ``> 0``.
-        key: a PRNG key to shuffle with (the same key gives the same order); ``None`` keeps order.
-        drop_last: drop the last batch when it is smaller than ``batch_size``.
-        num_classes: labels must lie in ``[0, num_classes)``.
-
-    Yields:
-        ``(xb, yb)`` with shapes ``(B, ...)`` and ``(B,)``, ``B <= batch_size``.
-
-    Examples:
-        >>> x, y = np.zeros((5, 2), np.float32), np.arange(5, dtype=np.int32)
-        >>> [tuple(yb.tolist()) for _, yb in batches(x, y, 2)]
-        [(0, 1), (2, 3), (4,)]
-        >>> [tuple(yb.tolist()) for _, yb in batches(x, y, 2, drop_last=True)]
-        [(0, 1), (2, 3)]
-    """
-    x_arr = x if isinstance(x, jax.Array) else np.asarray(x)
-    y_arr = y if isinstance(y, jax.Array) else np.asarray(y)
-    check_dataset(x_arr, y_arr, num_classes=num_classes)
-    n = y_arr.shape[0]
-    count = num_batches(n, batch_size, drop_last=drop_last)
-    order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
-    for i in range(count):
-        idx = order[i * batch_size : (i + 1) * batch_size]
-        yield jnp.asarray(x_arr[idx]), jnp.asarray(y_arr[idx])
-
-
 def main() -> int:
-    """``python -m companion.data``: load MNIST (downloading it if it can) and say which, in one line.
+    """``python -m companion.data``: load MNIST (downloading it if it can) and say
+    which, in one line.
 
-    Without the files and without internet it prints the :class:`DataUnavailableError` message
-    alone, on stderr, and exits with status 2: ``make book`` runs it before building.
+    Without the files and without internet it prints the :class:`DataUnavailableError`
+    message alone, on stderr, and exits with status 2: ``make book`` runs it before
+    building.
     """
     try:
         data = load_mnist()

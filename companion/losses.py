@@ -1,11 +1,13 @@
-"""Losses of chapter 3: a numerically stable softmax, cross-entropy, MSE and an L2 penalty.
+"""Losses of chapter 3: a numerically stable softmax, cross-entropy, MSE and an L2
+penalty.
 
-Public functions take ``ArrayLike`` and return ``jax.Array``. :func:`cross_entropy` is the entry
-point a reader calls on raw input: it refuses float labels, labels out of range and non-finite
-logits with a clear error (value checks need concrete values, so they run outside ``jit``).
-:func:`softmax_cross_entropy_with_integer_labels` is its kernel, per example, for training code
-on data validated once: it checks nothing that costs a device→host copy, and an out-of-range
-label gives NaN rather than a plausible wrong number.
+Public functions take ``ArrayLike`` and return ``jax.Array``. :func:`cross_entropy` is
+the entry point a reader calls on raw input: it refuses float labels, labels out of
+range and non-finite logits with a clear error (value checks need concrete values, so
+they run outside ``jit``). :func:`softmax_cross_entropy_with_integer_labels` is its
+kernel, per example, for training code on data validated once: it checks nothing that
+costs a device→host copy, and an out-of-range label gives NaN rather than a plausible
+wrong number.
 """
 
 from __future__ import annotations
@@ -17,21 +19,30 @@ from jax.typing import ArrayLike
 
 from companion.checks import check_finite, check_labels
 
-__all__ = ["cross_entropy", "cross_entropy_onehot", "l2_penalty", "log_softmax", "mse", "softmax",
-           "softmax_cross_entropy_with_integer_labels"]
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_onehot",
+    "l2_penalty",
+    "log_softmax",
+    "mse",
+    "softmax",
+    "softmax_cross_entropy_with_integer_labels",
+]
 
 
 def _shifted(logits: jax.Array, axis: int) -> jax.Array:
-    # Subtracting the max leaves softmax unchanged (exp(z - m) / Σ exp(z - m) = exp(z) / Σ exp(z))
-    # and makes the largest exponent exp(0) = 1: no overflow, and at least one term of the sum is 1,
-    # so the log of the sum never sees 0. stop_gradient: the shift is a constant, its gradient 0.
+    # Subtracting the max leaves softmax unchanged (exp(z - m) / Σ exp(z - m) = exp(z) /
+    # Σ exp(z)) and makes the largest exponent exp(0) = 1: no overflow, and at least one
+    # term of the sum is 1, so the log of the sum never sees 0. stop_gradient: the shift
+    # is a constant, its gradient 0.
     return logits - jax.lax.stop_gradient(jnp.max(logits, axis=axis, keepdims=True))
 
 
 def softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Probabilities from logits, computed without overflow.
 
-    .. math:: \mathrm{softmax}(z)_i = \frac{e^{z_i - \max_j z_j}}{\sum_k e^{z_k - \max_j z_j}}
+    .. math:: \mathrm{softmax}(z)_i = \frac{e^{z_i - \max_j z_j}}{\sum_k e^{z_k - \max_j
+    z_j}}
 
     Args:
         logits: any shape, e.g. ``(B, C)``.
@@ -52,10 +63,11 @@ def softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
 def log_softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Log-probabilities from logits, through a stable log-sum-exp.
 
-    .. math:: \log \mathrm{softmax}(z)_i = (z_i - m) - \log \sum_k e^{z_k - m}, \quad m = \max_j z_j
+    .. math:: \log \mathrm{softmax}(z)_i = (z_i - m) - \log \sum_k e^{z_k - m}, \quad m
+    = \max_j z_j
 
-    Unlike ``log(softmax(z))``, this never takes the log of an underflowed 0: a very negative
-    logit gives a large negative number, not ``-inf``.
+    Unlike ``log(softmax(z))``, this never takes the log of an underflowed 0: a very
+    negative logit gives a large negative number, not ``-inf``.
 
     Args:
         logits: any shape, e.g. ``(B, C)``.
@@ -74,7 +86,9 @@ def log_softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
 
 def _check_logits(logits: jax.Array) -> None:
     if logits.ndim < 1 or not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise TypeError(f"logits must be a float array with a class axis; got {logits.dtype} {logits.shape}")
+        raise TypeError(
+            f"logits must be a float array with a class axis; got {logits.dtype} {logits.shape}"
+        )
     check_finite(logits, name="logits")
 
 
@@ -92,8 +106,8 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
 
     Raises:
         TypeError: float labels, or non-float logits.
-        ValueError: concrete labels outside ``[0, C)`` (the message names the value), batch
-            sizes of logits and labels that differ, or non-finite concrete logits.
+        ValueError: concrete labels outside ``[0, C)`` (the message names the value),
+            batch sizes of logits and labels that differ, or non-finite concrete logits.
 
     Examples:
         >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
@@ -113,16 +127,22 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
             f"{logits.shape[:-1]}, got {jnp.shape(labels)}"
         )
     check_labels(labels, logits.shape[-1])
-    return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)))
+    return jnp.mean(
+        softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels))
+    )
 
 
-def softmax_cross_entropy_with_integer_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    r"""Per-example cross-entropy, ``-log softmax(z_n)[y_n]``: the kernel of :func:`cross_entropy`.
+def softmax_cross_entropy_with_integer_labels(
+    logits: jax.Array, labels: jax.Array
+) -> jax.Array:
+    r"""Per-example cross-entropy, ``-log softmax(z_n)[y_n]``: the kernel of
+    :func:`cross_entropy`.
 
-    optax's name and contract: one loss per example (average them yourself), and no check of the
-    label *values* — this is what jitted training code calls on data validated once, up front. A
-    label outside ``[0, C)`` gives NaN for its example (never a plausible wrong number: an index
-    would silently clamp it to a valid class). Shapes and dtypes are checked, which is free.
+    optax's name and contract: one loss per example (average them yourself), and no
+    check of the label *values* — this is what jitted training code calls on data
+    validated once, up front. A label outside ``[0, C)`` gives NaN for its example
+    (never a plausible wrong number: an index would silently clamp it to a valid class).
+    Shapes and dtypes are checked, which is free.
 
     Args:
         logits: shape ``(..., C)``, float.
@@ -140,13 +160,16 @@ def softmax_cross_entropy_with_integer_labels(logits: jax.Array, labels: jax.Arr
     """
     shapes_match = jnp.shape(labels) == jnp.shape(logits)[:-1]
     if not shapes_match or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise TypeError(f"need logits (..., C) and integer labels (...); got logits {jnp.shape(logits)} "
-                        f"and labels {jnp.shape(labels)} of dtype {jnp.result_type(labels)}")
+        raise TypeError(
+            f"need logits (..., C) and integer labels (...); got logits {jnp.shape(logits)} "
+            f"and labels {jnp.shape(labels)} of dtype {jnp.result_type(labels)}"
+        )
     num_classes = jnp.shape(logits)[-1]
     log_probs = log_softmax(logits)
-    # Pick log p[y] with a one-hot product rather than an index: the gradient is then elementwise
-    # (an indexed gather's gradient is a scatter, much slower on CPU), and an out-of-range label,
-    # which indexing would silently clamp to a valid class, gives an all-zero row, made NaN here.
+    # Pick log p[y] with a one-hot product rather than an index: the gradient is then
+    # elementwise (an indexed gather's gradient is a scatter, much slower on CPU), and
+    # an out-of-range label, which indexing would silently clamp to a valid class, gives
+    # an all-zero row, made NaN here.
     onehot = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
     picked = jnp.sum(log_probs * onehot, axis=-1)
     valid = (labels >= 0) & (labels < num_classes)
@@ -156,11 +179,13 @@ def softmax_cross_entropy_with_integer_labels(logits: jax.Array, labels: jax.Arr
 def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
     r"""Mean cross-entropy against target distributions (one-hot or soft labels).
 
-    .. math:: L = -\frac{1}{B}\sum_{n=1}^{B} \sum_{c=1}^{C} t_{nc} \log \mathrm{softmax}(z_n)_c
+    .. math:: L = -\frac{1}{B}\sum_{n=1}^{B} \sum_{c=1}^{C} t_{nc} \log
+    \mathrm{softmax}(z_n)_c
 
     Args:
         logits: shape ``(B, C)``.
-        targets: shape ``(B, C)``, each row a distribution over the classes (non-negative).
+        targets: shape ``(B, C)``, each row a distribution over the classes
+            (non-negative).
 
     Returns:
         The loss averaged over the batch, a scalar.
@@ -181,15 +206,17 @@ def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
         targets = targets.astype(logits.dtype)
     check_finite(targets, name="targets")
     if not isinstance(targets, jax.core.Tracer) and bool(jnp.any(targets < 0)):
-        raise ValueError("targets must be non-negative (probabilities); found a negative entry")
+        raise ValueError(
+            "targets must be non-negative (probabilities); found a negative entry"
+        )
     return -jnp.mean(jnp.sum(targets * log_softmax(logits), axis=-1))
 
 
 def mse(pred: ArrayLike, target: ArrayLike) -> jax.Array:
     r"""Mean squared error, :math:`\frac{1}{N}\sum_i (p_i - t_i)^2`, over all entries.
 
-    Shapes must match exactly: ``(N, 1)`` against ``(N,)`` would broadcast to ``(N, N)`` and
-    average the wrong thing without any error.
+    Shapes must match exactly: ``(N, 1)`` against ``(N,)`` would broadcast to ``(N, N)``
+    and average the wrong thing without any error.
 
     Examples:
         >>> mse(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0]))
@@ -197,20 +224,24 @@ def mse(pred: ArrayLike, target: ArrayLike) -> jax.Array:
     """
     pred, target = jnp.asarray(pred), jnp.asarray(target)
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape; got {pred.shape} and {target.shape}")
+        raise ValueError(
+            f"pred and target must have the same shape; got {pred.shape} and {target.shape}"
+        )
     return jnp.mean((pred - target) ** 2)
 
 
 def l2_penalty(params: object, *, weights_only: bool = True) -> jax.Array:
     r"""Sum of squares of the parameters, :math:`\sum_\ell \lVert W_\ell \rVert_F^2`.
 
-    Add ``λ/2 · l2_penalty(params)`` to a loss for L2 regularisation. With SGD this equals weight
-    decay; with Adam it does not (the penalty's gradient is rescaled per parameter), which is why
-    AdamW *decouples* weight decay from the gradient (chapter 6).
+    Add ``λ/2 · l2_penalty(params)`` to a loss for L2 regularisation. With SGD this
+    equals weight decay; with Adam it does not (the penalty's gradient is rescaled per
+    parameter), which is why AdamW *decouples* weight decay from the gradient (chapter
+    6).
 
     Args:
         params: any pytree of arrays, e.g. a list of ``(W, b)``.
-        weights_only: skip leaves with fewer than 2 dimensions (biases), as is customary.
+        weights_only: skip leaves with fewer than 2 dimensions (biases), as is
+            customary.
 
     Examples:
         >>> l2_penalty([(jnp.ones((2, 3)), jnp.ones(3))])

@@ -1,8 +1,9 @@
-"""The multilayer perceptron of chapter 2: parameters as a list of ``(W, b)``, and its forward pass.
+"""The multilayer perceptron of chapter 2: parameters as a list of ``(W, b)``, and its
+forward pass.
 
-A layer computes ``a = σ(a_prev @ W + b)`` with ``W`` of shape ``(n_in, n_out)``, so a batch of
-row vectors ``(B, n_in)`` maps to ``(B, n_out)`` with one matrix product; the last layer is
-linear and returns logits.
+A layer computes ``a = σ(a_prev @ W + b)`` with ``W`` of shape ``(n_in, n_out)``, so a
+batch of row vectors ``(B, n_in)`` maps to ``(B, n_out)`` with one matrix product; the
+last layer is linear and returns logits.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ from jax.typing import ArrayLike
 
 from companion.checks import check_labels
 
-__all__ = ["ACTIVATIONS", "SCHEMES", "Params", "accuracy", "apply", "check_params", "check_sizes", "forward",
-           "get_activation", "init_params", "param_count", "predict"]
+__all__ = [
+    "ACTIVATIONS",
+    "SCHEMES",
+    "Params",
+    "accuracy",
+    "apply",
+    "check_params",
+    "check_sizes",
+    "forward",
+    "get_activation",
+    "init_params",
+    "param_count",
+    "predict",
+]
 
 Params = list[tuple[jax.Array, jax.Array]]
 
@@ -28,29 +41,44 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
 }
 
-# Initialisation schemes: the standard deviation of W for a layer with n_in inputs, n_out outputs.
+# Initialisation schemes: the standard deviation of W for a layer with n_in inputs,
+# n_out outputs.
 SCHEMES: dict[str, Callable[[int, int, float], float]] = {
-    "normal": lambda n_in, n_out, scale: scale,                      # the original tutorial: N(0, 1)·scale
-    "xavier": lambda n_in, n_out, scale: float(np.sqrt(2.0 / (n_in + n_out))),  # Glorot & Bengio (2010)
-    "he": lambda n_in, n_out, scale: float(np.sqrt(2.0 / n_in)),     # He et al. (2015), for ReLU
+    "normal": lambda n_in, n_out, scale: scale,  # the original tutorial: N(0, 1)·scale
+    "xavier": lambda n_in, n_out, scale: float(
+        np.sqrt(2.0 / (n_in + n_out))
+    ),  # Glorot & Bengio (2010)
+    "he": lambda n_in, n_out, scale: float(
+        np.sqrt(2.0 / n_in)
+    ),  # He et al. (2015), for ReLU
 }
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:
-    """``sizes`` as a list of ints; ``ValueError`` unless at least two positive integers."""
+    """``sizes`` as a list of ints; ``ValueError`` unless at least two positive
+    integers.
+    """
     sizes = list(sizes)
     if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least 2 entries (inputs and outputs); got {sizes}")
+        raise ValueError(
+            f"sizes needs at least 2 entries (inputs and outputs); got {sizes}"
+        )
     for i, n in enumerate(sizes):
         if not isinstance(n, int | np.integer) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"sizes must be positive integers; got {n!r} at position {i} of {sizes}")
+            raise ValueError(
+                f"sizes must be positive integers; got {n!r} at position {i} of {sizes}"
+            )
     return [int(n) for n in sizes]
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The nonlinearity called ``name``; ``ValueError`` naming the choices for an unknown one."""
+    """The nonlinearity called ``name``; ``ValueError`` naming the choices for an
+    unknown one.
+    """
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]
 
 
@@ -60,7 +88,8 @@ def init_params(
     """Random parameters for an MLP with layer widths ``sizes``.
 
     Args:
-        sizes: ``[n_0, n_1, ..., n_L]``, e.g. ``[784, 128, 10]``; at least two positive integers.
+        sizes: ``[n_0, n_1, ..., n_L]``, e.g. ``[784, 128, 10]``; at least two positive
+            integers.
         key: a PRNG key (``jax.random.key(s)`` or the older ``jax.random.PRNGKey(s)``).
         scale: the standard deviation for ``scheme="normal"`` (ignored by the others).
         scheme: ``"normal"`` — the original tutorial's: ``W`` and ``b`` drawn from
@@ -68,8 +97,9 @@ def init_params(
             ``"he"`` — ``W ~ N(0, 2/n_in)``, ``b = 0``.
 
     Returns:
-        A list of ``L`` pairs ``(W, b)``, ``W`` of shape ``(n_in, n_out)``, ``b`` of shape ``(n_out,)``,
-        float32. The same ``sizes``, ``key`` and ``scheme`` always give the same parameters.
+        A list of ``L`` pairs ``(W, b)``, ``W`` of shape ``(n_in, n_out)``, ``b`` of
+        shape ``(n_out,)``, float32. The same ``sizes``, ``key`` and ``scheme`` always
+        give the same parameters.
 
     Examples:
         >>> params = init_params([784, 128, 10], jax.random.PRNGKey(516))
@@ -80,23 +110,34 @@ def init_params(
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     params = []
-    for layer_key, n_in, n_out in zip(jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:],
-                                      strict=True):
+    for layer_key, n_in, n_out in zip(
+        jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:], strict=True
+    ):
         w_key, b_key = jax.random.split(layer_key)
         std = SCHEMES[scheme](n_in, n_out, scale)
         W = std * jax.random.normal(w_key, (n_in, n_out))
-        b = scale * jax.random.normal(b_key, (n_out,)) if scheme == "normal" else jnp.zeros(n_out)
+        b = (
+            scale * jax.random.normal(b_key, (n_out,))
+            if scheme == "normal"
+            else jnp.zeros(n_out)
+        )
         params.append((W, b))
     return params
 
 
 def check_params(params: Params) -> None:
-    """Raise ``ValueError`` unless ``params`` is a non-empty list of ``(W, b)`` with chained shapes."""
+    """Raise ``ValueError`` unless ``params`` is a non-empty list of ``(W, b)`` with
+    chained shapes.
+    """
     if not isinstance(params, list | tuple) or len(params) == 0:
-        raise ValueError(f"params must be a non-empty list of (W, b) pairs; got {type(params).__name__}")
+        raise ValueError(
+            f"params must be a non-empty list of (W, b) pairs; got {type(params).__name__}"
+        )
     for i, layer in enumerate(params):
         if not isinstance(layer, list | tuple) or len(layer) != 2:
-            raise ValueError(f"layer {i} must be a pair (W, b); got {type(layer).__name__}")
+            raise ValueError(
+                f"layer {i} must be a pair (W, b); got {type(layer).__name__}"
+            )
         W, b = layer
         if jnp.ndim(W) != 2 or jnp.shape(b) != (jnp.shape(W)[1],):
             raise ValueError(
@@ -114,15 +155,17 @@ def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array
 
     Args:
         params: a list of ``(W, b)`` as from :func:`init_params`.
-        x: one example ``(n_in,)`` or a batch ``(B, n_in)`` (any leading dimensions work).
+        x: one example ``(n_in,)`` or a batch ``(B, n_in)`` (any leading dimensions
+            work).
         activation: ``"relu"`` (default), ``"tanh"`` or ``"sigmoid"``.
 
     Returns:
         Logits of shape ``(n_out,)`` or ``(B, n_out)``.
 
     Raises:
-        ValueError: if ``x``'s last dimension is not the first layer's input size (the message
-            names both), if ``params`` is malformed, or the activation is unknown.
+        ValueError: if ``x``'s last dimension is not the first layer's input size (the
+            message names both), if ``params`` is malformed, or the activation is
+            unknown.
 
     Examples:
         >>> params = init_params([4, 3, 2], jax.random.key(0))
@@ -140,10 +183,12 @@ def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array
 
 
 def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
-    """The forward pass of :func:`forward` without its checks: the kernel that training code jits.
+    """The forward pass of :func:`forward` without its checks: the kernel that training
+    code jits.
 
-    For parameters and inputs already validated (``fit`` checks them once); a wrong shape then
-    fails inside JAX's matrix product rather than with :func:`forward`'s message.
+    For parameters and inputs already validated (``fit`` checks them once); a wrong
+    shape then fails inside JAX's matrix product rather than with :func:`forward`'s
+    message.
 
     Examples:
         >>> params = init_params([4, 3, 2], jax.random.key(0))
@@ -159,7 +204,9 @@ def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
 
 
 def predict(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array:
-    """Predicted classes, the argmax of the logits: shape ``(B,)`` for ``x`` of shape ``(B, n_in)``."""
+    """Predicted classes, the argmax of the logits: shape ``(B,)`` for ``x`` of shape
+    ``(B, n_in)``.
+    """
     return jnp.argmax(forward(params, x, activation), axis=-1)
 
 

@@ -1,8 +1,10 @@
-"""The book's models as Flax NNX modules (chapter 6): the chapter-2 MLP, and a small CNN.
+"""The book's models as Flax NNX modules (chapter 6): the chapter-2 MLP, and a small
+CNN.
 
-An ``nnx.Module`` holds its parameters as attributes (``nnx.Param``); ``nnx.split`` separates the
-static structure (a ``GraphDef``) from the arrays (a ``State``) so that plain JAX transformations
-can work on the arrays, and ``nnx.merge`` puts them back together.
+An ``nnx.Module`` holds its parameters as attributes (``nnx.Param``); ``nnx.split``
+separates the static structure (a ``GraphDef``) from the arrays (a ``State``) so that
+plain JAX transformations can work on the arrays, and ``nnx.merge`` puts them back
+together.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class MLP(nnx.Module):
         sizes: layer widths ``[n_0, ..., n_L]`` (at least two positive integers).
         rngs: ``nnx.Rngs`` for the initial parameters (LeCun normal, NNX's default).
         activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
-        dtype: the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision); parameters stay
-            ``param_dtype``.
+        dtype: the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision);
+            parameters stay ``param_dtype``.
         param_dtype: the dtype the parameters are stored in.
 
     Examples:
@@ -36,39 +38,54 @@ class MLP(nnx.Module):
         (5, 10)
     """
 
-    def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs, activation: str = "relu",
-                 dtype: jnp.dtype | None = None, param_dtype: jnp.dtype = jnp.float32):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        *,
+        rngs: nnx.Rngs,
+        activation: str = "relu",
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+    ):
         sizes = mlp.check_sizes(sizes)
         mlp.get_activation(activation)  # validates the name
         self.sizes = tuple(sizes)
         self.activation = activation
-        self.layers = nnx.List([
-            nnx.Linear(n_in, n_out, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
-        ])
+        self.layers = nnx.List(
+            [
+                nnx.Linear(n_in, n_out, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
 
     def __call__(self, x: ArrayLike) -> jax.Array:
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.sizes[0]:
-            raise ValueError(f"x's last dimension must be the input size {self.sizes[0]}; got {x.shape}")
+            raise ValueError(
+                f"x's last dimension must be the input size {self.sizes[0]}; got {x.shape}"
+            )
         sigma = mlp.get_activation(self.activation)
         for layer in self.layers[:-1]:
             x = sigma(layer(x))
         return self.layers[-1](x)
 
     def load_params(self, params: mlp.Params) -> None:
-        """Copy chapter-2 parameters (a list of ``(W, b)``, ``W`` of shape ``(n_in, n_out)``) in.
+        """Copy chapter-2 parameters (a list of ``(W, b)``, ``W`` of shape ``(n_in,
+        n_out)``) in.
 
-        ``nnx.Linear`` stores its ``kernel`` as ``(in_features, out_features)`` — the book's
-        layout — so the copy needs no transpose.
+        ``nnx.Linear`` stores its ``kernel`` as ``(in_features, out_features)`` — the
+        book's layout — so the copy needs no transpose.
         """
         mlp.check_params(params)
         shapes = [tuple(jnp.shape(W)) for W, _ in params]
         expected = [(layer.in_features, layer.out_features) for layer in self.layers]
         if shapes != expected:
-            raise ValueError(f"params have layer shapes {shapes}; this MLP has {expected}")
+            raise ValueError(
+                f"params have layer shapes {shapes}; this MLP has {expected}"
+            )
         for layer, (W, b) in zip(self.layers, params, strict=True):
-            # copies: the model must not share buffers with `params` (training donates them)
+            # copies: the model must not share buffers with `params` (training donates
+            # them)
             layer.kernel[...] = jnp.array(W, layer.kernel.dtype, copy=True)
             layer.bias[...] = jnp.array(b, layer.bias.dtype, copy=True)
 
@@ -83,8 +100,8 @@ class MLP(nnx.Module):
 
 
 class CNN(nnx.Module):
-    """A small convnet for MNIST: two 3×3 convolutions (32, 64 channels) with 2×2 average
-    pooling, then dense 256 and dense 10.
+    """A small convnet for MNIST: two 3×3 convolutions (32, 64 channels) with 2×2
+    average pooling, then dense 256 and dense 10.
 
     Takes images as ``(B, 28, 28, 1)`` or flat ``(B, 784)``; returns logits ``(B, 10)``.
 
@@ -93,8 +110,13 @@ class CNN(nnx.Module):
         (2, 10)
     """
 
-    def __init__(self, *, rngs: nnx.Rngs, dtype: jnp.dtype | None = None,
-                 param_dtype: jnp.dtype = jnp.float32):
+    def __init__(
+        self,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+    ):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), **kw)  # (B, 28, 28, 32)
         self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), **kw)  # (B, 14, 14, 64)
@@ -104,9 +126,15 @@ class CNN(nnx.Module):
     def __call__(self, x: ArrayLike) -> jax.Array:
         x = jnp.asarray(x)
         if x.shape[1:] not in ((784,), (28, 28, 1)):
-            raise ValueError(f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}")
+            raise ValueError(
+                f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}"
+            )
         x = x.reshape(-1, 28, 28, 1)
-        x = nnx.avg_pool(nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))  # (B, 14, 14, 32)
-        x = nnx.avg_pool(nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2))  # (B, 7, 7, 64)
+        x = nnx.avg_pool(
+            nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2)
+        )  # (B, 14, 14, 32)
+        x = nnx.avg_pool(
+            nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2)
+        )  # (B, 7, 7, 64)
         x = x.reshape(x.shape[0], -1)  # (B, 3136)
         return self.dense2(nnx.relu(self.dense1(x)))

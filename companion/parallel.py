@@ -1,10 +1,11 @@
 """Data-parallel training on several devices with ``jax.sharding`` (chapter 7).
 
-A ``Mesh`` names the devices along a ``"data"`` axis. A batch is *sharded* along that axis (each
-device holds ``B / n`` examples) and the parameters are *replicated* (every device holds all of
-them). Jitting the ordinary SGD step on such inputs lets XLA's SPMD partitioner run it on every
-device and insert the all-reduce that averages the gradients; :func:`shard_map_sgd_step` writes
-the same step explicitly, per device, with ``jax.lax.pmean``.
+A ``Mesh`` names the devices along a ``"data"`` axis. A batch is *sharded* along that
+axis (each device holds ``B / n`` examples) and the parameters are *replicated* (every
+device holds all of them). Jitting the ordinary SGD step on such inputs lets XLA's SPMD
+partitioner run it on every device and insert the all-reduce that averages the
+gradients; :func:`shard_map_sgd_step` writes the same step explicitly, per device, with
+``jax.lax.pmean``.
 """
 
 from __future__ import annotations
@@ -19,23 +20,35 @@ from jax.sharding import PartitionSpec as P
 from companion import mlp
 from companion.training import loss_fn, sgd_update
 
-__all__ = ["AXIS", "data_parallel_sgd_step", "make_mesh", "replicate", "shard_batch", "shard_map_sgd_step"]
+__all__ = [
+    "AXIS",
+    "data_parallel_sgd_step",
+    "make_mesh",
+    "replicate",
+    "shard_batch",
+    "shard_map_sgd_step",
+]
 
 AXIS = "data"
 
 Step = Callable[[mlp.Params, jax.Array, jax.Array, float], tuple[mlp.Params, jax.Array]]
 
 
-def make_mesh(n_devices: int | None = None, *, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-dimensional mesh over the first ``n_devices`` of ``devices``, axis ``"data"``.
+def make_mesh(
+    n_devices: int | None = None, *, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+    """A one-dimensional mesh over the first ``n_devices`` of ``devices``, axis
+    ``"data"``.
 
     Args:
         n_devices: how many devices (default: all of ``devices``).
-        devices: the devices to use (default ``jax.devices()``, the default backend's); pass
-            ``jax.devices("cpu")`` for a mesh of CPU devices whatever the default backend is.
+        devices: the devices to use (default ``jax.devices()``, the default backend's);
+            pass ``jax.devices("cpu")`` for a mesh of CPU devices whatever the default
+            backend is.
 
-    The axis is *auto*-sharded: XLA's partitioner decides the layout of intermediate values, and
-    only the inputs' shardings are given (``jax.make_mesh`` defaults to explicit axes in recent JAX).
+    The axis is *auto*-sharded: XLA's partitioner decides the layout of intermediate
+    values, and only the inputs' shardings are given (``jax.make_mesh`` defaults to
+    explicit axes in recent JAX).
 
     Examples:
         >>> dict(make_mesh(1).shape)
@@ -44,16 +57,19 @@ def make_mesh(n_devices: int | None = None, *, devices: Sequence[jax.Device] | N
     pool = list(jax.devices() if devices is None else devices)
     n = len(pool) if n_devices is None else n_devices
     if not 1 <= n <= len(pool):
-        raise ValueError(f"n_devices must be between 1 and the {len(pool)} available device(s); got {n}")
+        raise ValueError(
+            f"n_devices must be between 1 and the {len(pool)} available device(s); got {n}"
+        )
     return jax.make_mesh((n,), (AXIS,), axis_types=(AxisType.Auto,), devices=pool[:n])
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Place every array of ``batch`` (a pytree) on the mesh, split along its first axis.
+    """Place every array of ``batch`` (a pytree) on the mesh, split along its first
+    axis.
 
     Raises:
-        ValueError: a leading dimension is not divisible by the number of devices (the message
-            gives both numbers).
+        ValueError: a leading dimension is not divisible by the number of devices (the
+            message gives both numbers).
     """
     n = mesh.size
 
@@ -62,7 +78,8 @@ def shard_batch(batch, mesh: Mesh):
         if x.ndim == 0 or x.shape[0] % n:
             raise ValueError(
                 f"a batch of {x.shape[0] if x.ndim else 'a scalar'} examples cannot be split evenly over "
-                f"{n} devices: use a batch size divisible by {n}")
+                f"{n} devices: use a batch size divisible by {n}"
+            )
         return jax.device_put(x, NamedSharding(mesh, P(AXIS)))
 
     return jax.tree.map(put, batch)
@@ -74,23 +91,29 @@ def replicate(tree, mesh: Mesh):
 
 
 def data_parallel_sgd_step(mesh: Mesh) -> Step:
-    """The chapter-5 SGD step, jitted for a replicated ``params`` and a sharded ``(x, y)``.
+    """The chapter-5 SGD step, jitted for a replicated ``params`` and a sharded ``(x,
+    y)``.
 
-    The function body is the single-device ``sgd_update``: the shardings alone make it data
-    parallel, and XLA inserts the gradient all-reduce. Returns ``(new_params, loss)``, the
-    parameters replicated.
+    The function body is the single-device ``sgd_update``: the shardings alone make it
+    data parallel, and XLA inserts the gradient all-reduce. Returns ``(new_params,
+    loss)``, the parameters replicated.
     """
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-    return jax.jit(sgd_update, in_shardings=(replicated, sharded, sharded, None),
-                   out_shardings=(replicated, replicated))
+    return jax.jit(
+        sgd_update,
+        in_shardings=(replicated, sharded, sharded, None),
+        out_shardings=(replicated, replicated),
+    )
 
 
 def shard_map_sgd_step(mesh: Mesh) -> Step:
-    """The same step written per device: local gradients, then ``pmean`` over the ``"data"`` axis.
+    """The same step written per device: local gradients, then ``pmean`` over the
+    ``"data"`` axis.
 
-    Each device sees its ``B / n`` examples, computes the loss and gradients of its shard, and
-    averages them with the others (an all-reduce); with equal shards, the mean of the shard means
-    is the full-batch mean, so every device applies the same update.
+    Each device sees its ``B / n`` examples, computes the loss and gradients of its
+    shard, and averages them with the others (an all-reduce); with equal shards, the
+    mean of the shard means is the full-batch mean, so every device applies the same
+    update.
     """
 
     def local_step(params, x, y, lr):
@@ -98,10 +121,16 @@ def shard_map_sgd_step(mesh: Mesh) -> Step:
         loss, grads = jax.lax.pmean((loss, grads), AXIS)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
-    # check_vma=False: the classic semantics, where the gradient with respect to the replicated
-    # parameters is each device's local gradient, averaged explicitly by pmean. (With the default
-    # check_vma=True, JAX tracks which values vary across devices and would already sum the
-    # gradients of a replicated input, so the pmean would count them n times.)
-    step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P()), out_specs=(P(), P()),
-                         check_vma=False)
+    # check_vma=False: the classic semantics, where the gradient with respect to the
+    # replicated parameters is each device's local gradient, averaged explicitly by
+    # pmean. (With the default check_vma=True, JAX tracks which values vary across
+    # devices and would already sum the gradients of a replicated input, so the pmean
+    # would count them n times.)
+    step = jax.shard_map(
+        local_step,
+        mesh=mesh,
+        in_specs=(P(), P(AXIS), P(AXIS), P()),
+        out_specs=(P(), P()),
+        check_vma=False,
+    )
     return jax.jit(step)

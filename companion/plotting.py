@@ -11,7 +11,8 @@ from jax.typing import ArrayLike
 
 __all__ = ["BOOK_STYLE", "digit_grid", "use_book_style"]
 
-# Mid-tone colours and a transparent background: readable on the light and the dark theme.
+# Mid-tone colours and a transparent background: readable on the light and the dark
+# theme.
 BOOK_STYLE: dict[str, object] = {
     "figure.figsize": (6.4, 3.6),
     "figure.dpi": 100,
@@ -33,7 +34,15 @@ BOOK_STYLE: dict[str, object] = {
     "legend.frameon": False,
     "font.size": 10,
     "axes.prop_cycle": mpl.cycler(
-        color=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+        color=[
+            "#1f77b4",
+            "#ff7f0e",
+            "#2ca02c",
+            "#d62728",
+            "#9467bd",
+            "#8c564b",
+            "#e377c2",
+        ]
     ),
     "svg.hashsalt": "companion",  # deterministic ids when saving SVG
 }
@@ -45,7 +54,11 @@ def use_book_style() -> None:
 
 
 def digit_grid(
-    images: ArrayLike, labels: Sequence[int] | ArrayLike, *, ncols: int = 8, title: str | None = None
+    images: ArrayLike,
+    labels: Sequence[int] | ArrayLike,
+    *,
+    ncols: int = 8,
+    title: str | None = None,
 ) -> plt.Figure:
     """A grid of MNIST digits, each titled with its label.
 
@@ -59,12 +72,18 @@ def digit_grid(
     if imgs.ndim == 2 and imgs.shape[1] == 28 * 28:
         imgs = imgs.reshape(-1, 28, 28)
     if imgs.ndim != 3 or imgs.shape[1:] != (28, 28):
-        raise ValueError(f"images must have shape (K, 784) or (K, 28, 28); got {np.shape(images)}")
+        raise ValueError(
+            f"images must have shape (K, 784) or (K, 28, 28); got {np.shape(images)}"
+        )
     labs = np.asarray(labels)
     if labs.shape != (imgs.shape[0],):
-        raise ValueError(f"need one label per image: {imgs.shape[0]} images, labels {labs.shape}")
+        raise ValueError(
+            f"need one label per image: {imgs.shape[0]} images, labels {labs.shape}"
+        )
     nrows = -(-imgs.shape[0] // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.0 * ncols, 1.15 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.0 * ncols, 1.15 * nrows), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, lab in zip(axes.flat, imgs, labs, strict=False):

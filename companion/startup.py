@@ -1,11 +1,13 @@
-"""``python -m companion.startup``: how long a chapter waits before its first useful line.
+"""``python -m companion.startup``: how long a chapter waits before its first useful
+line.
 
-Each probe runs in a fresh Python process and times one statement inside it (``import jax``,
-``from companion import mlp``, ``load_mnist()``). *Warm* runs find every file in the operating
-system's page cache, as on a machine in use; *cold* runs first evict from that cache every file
-the probe touches — the modules and shared libraries it loaded (read from ``sys.modules`` and
-``/proc/self/maps``) and the MNIST files — with ``posix_fadvise(POSIX_FADV_DONTNEED)``, which
-needs no root, so each cold run reads them from disk again.
+Each probe runs in a fresh Python process and times one statement inside it (``import
+jax``, ``from companion import mlp``, ``load_mnist()``). *Warm* runs find every file in
+the operating system's page cache, as on a machine in use; *cold* runs first evict from
+that cache every file the probe touches — the modules and shared libraries it loaded
+(read from ``sys.modules`` and ``/proc/self/maps``) and the MNIST files — with
+``posix_fadvise(POSIX_FADV_DONTNEED)``, which needs no root, so each cold run reads them
+from disk again.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ class Probe:
 PROBES = (
     Probe("import jax", "import jax"),
     Probe("from companion import mlp", "from companion import mlp"),
-    Probe("load_mnist()", "load_mnist()", setup="from companion.data import load_mnist"),
+    Probe(
+        "load_mnist()", "load_mnist()", setup="from companion.data import load_mnist"
+    ),
 )
 
-# Runs in the child: times the statement, then reports the seconds and every file it touched.
+# Runs in the child: times the statement, then reports the seconds and every file it
+# touched.
 _CHILD = """
 import json, os, sys, time
 {setup}
@@ -68,7 +73,9 @@ print(json.dumps({{"seconds": seconds, "files": sorted(files)}}))
 
 def _run(probe: Probe) -> tuple[float, list[str]]:
     code = _CHILD.format(setup=probe.setup, statement=probe.statement)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"probe {probe.name!r} failed:\n{out.stderr.strip()}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -76,7 +83,9 @@ def _run(probe: Probe) -> tuple[float, list[str]]:
 
 
 def evict(paths: Sequence[str]) -> int:
-    """Drop the given files' pages from the OS page cache; returns how many files were evicted."""
+    """Drop the given files' pages from the OS page cache; returns how many files were
+    evicted.
+    """
     done = 0
     for path in paths:
         try:
@@ -96,28 +105,47 @@ class Startup:
     """Cold and warm seconds of one probe (medians), with the runs behind them."""
 
     name: str
-    cold: float  # median seconds with the probe's files evicted from the page cache first
+    cold: (
+        float  # median seconds with the probe's files evicted from the page cache first
+    )
     warm: float  # median seconds with every file cached
     cold_runs: tuple[float, ...]
     warm_runs: tuple[float, ...]
 
 
-def measure(probes: Sequence[Probe] = PROBES, *, cold: int = 2, warm: int = 3) -> list[Startup]:
-    """Time each probe ``cold`` times cold and ``warm`` times warm (after one untimed warm-up run)."""
+def measure(
+    probes: Sequence[Probe] = PROBES, *, cold: int = 2, warm: int = 3
+) -> list[Startup]:
+    """Time each probe ``cold`` times cold and ``warm`` times warm (after one untimed
+    warm-up run).
+    """
     if cold < 1 or warm < 1:
-        raise ValueError(f"cold and warm must be at least 1; got cold={cold}, warm={warm}")
+        raise ValueError(
+            f"cold and warm must be at least 1; got cold={cold}, warm={warm}"
+        )
     if not hasattr(os, "posix_fadvise"):  # pragma: no cover - macOS, Windows
-        raise OSError("cold runs need os.posix_fadvise (Linux) to evict files from the page cache")
+        raise OSError(
+            "cold runs need os.posix_fadvise (Linux) to evict files from the page cache"
+        )
     rows = []
     for probe in probes:
-        _, files = _run(probe)  # warm-up: fills the cache, and says which files the probe touches
+        _, files = _run(
+            probe
+        )  # warm-up: fills the cache, and says which files the probe touches
         cold_runs = []
         for _ in range(cold):
             evict(files)
             cold_runs.append(_run(probe)[0])
         warm_runs = [_run(probe)[0] for _ in range(warm)]
-        rows.append(Startup(probe.name, statistics.median(cold_runs), statistics.median(warm_runs),
-                            tuple(cold_runs), tuple(warm_runs)))
+        rows.append(
+            Startup(
+                probe.name,
+                statistics.median(cold_runs),
+                statistics.median(warm_runs),
+                tuple(cold_runs),
+                tuple(warm_runs),
+            )
+        )
     return rows
 
 
@@ -135,9 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m companion.startup",
         description="Seconds to import jax, to import companion.mlp and to load MNIST, each in a fresh "
-                    "process, cold (files evicted from the page cache) and warm.")
-    parser.add_argument("--cold", type=int, default=2, help="cold runs per probe (median; default 2)")
-    parser.add_argument("--warm", type=int, default=3, help="warm runs per probe (median; default 3)")
+        "process, cold (files evicted from the page cache) and warm.",
+    )
+    parser.add_argument(
+        "--cold", type=int, default=2, help="cold runs per probe (median; default 2)"
+    )
+    parser.add_argument(
+        "--warm", type=int, default=3, help="warm runs per probe (median; default 3)"
+    )
     args = parser.parse_args(argv)
     if args.cold < 1 or args.warm < 1:
         parser.error("--cold and --warm must be at least 1")

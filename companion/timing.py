@@ -1,8 +1,10 @@
-"""Timing JAX code honestly: warm-up calls, ``block_until_ready``, and compile time kept apart.
+"""Timing JAX code honestly: warm-up calls, ``block_until_ready``, and compile time kept
+apart.
 
-JAX dispatches work asynchronously: a call returns as soon as the work is *queued*. A timer
-around a call without ``block_until_ready`` measures dispatch, not computation. And the first call
-of a jitted function includes tracing and compilation, which later calls skip.
+JAX dispatches work asynchronously: a call returns as soon as the work is *queued*. A
+timer around a call without ``block_until_ready`` measures dispatch, not computation.
+And the first call of a jitted function includes tracing and compilation, which later
+calls skip.
 """
 
 from __future__ import annotations
@@ -25,19 +27,26 @@ class Timing:
     median: float  # the typical run
     max: float  # the worst run
     times: tuple[float, ...]  # every run, in order
-    compile: float | None = None  # seconds to lower and compile, for a jitted function; else None
+    compile: float | None = (
+        None  # seconds to lower and compile, for a jitted function; else None
+    )
 
     def __str__(self) -> str:
-        comp = f", compile {self.compile * 1e3:.1f} ms" if self.compile is not None else ""
-        return (f"median {self.median * 1e3:.3f} ms (min {self.min * 1e3:.3f}, max {self.max * 1e3:.3f}, "
-                f"{len(self.times)} runs{comp})")
+        comp = (
+            f", compile {self.compile * 1e3:.1f} ms" if self.compile is not None else ""
+        )
+        return (
+            f"median {self.median * 1e3:.3f} ms (min {self.min * 1e3:.3f}, max {self.max * 1e3:.3f}, "
+            f"{len(self.times)} runs{comp})"
+        )
 
 
 def compile_time(fn: Callable, *args, **kwargs) -> float | None:
-    """Seconds to lower and compile a jitted ``fn`` for these arguments (``None`` if not jitted).
+    """Seconds to lower and compile a jitted ``fn`` for these arguments (``None`` if not
+    jitted).
 
-    Uses ``fn.lower(*args).compile()``, which traces and compiles without running and without
-    touching ``fn``'s cache, so it can be measured separately from the run time.
+    Uses ``fn.lower(*args).compile()``, which traces and compiles without running and
+    without touching ``fn``'s cache, so it can be measured separately from the run time.
     """
     if not hasattr(fn, "lower"):
         return None
@@ -46,17 +55,22 @@ def compile_time(fn: Callable, *args, **kwargs) -> float | None:
     return time.perf_counter() - start
 
 
-def benchmark(fn: Callable, *args, warmup: int = 1, repeat: int = 5, **kwargs) -> Timing:
-    """Time ``fn(*args, **kwargs)``: ``warmup`` untimed calls, then ``repeat`` timed ones.
+def benchmark(
+    fn: Callable, *args, warmup: int = 1, repeat: int = 5, **kwargs
+) -> Timing:
+    """Time ``fn(*args, **kwargs)``: ``warmup`` untimed calls, then ``repeat`` timed
+    ones.
 
-    Each call waits for its result with ``jax.block_until_ready`` on whatever pytree ``fn``
-    returns, so the time is the computation's, not its dispatch. For a jitted ``fn`` the compile
-    time is measured separately (see :func:`compile_time`) and reported in ``Timing.compile``.
+    Each call waits for its result with ``jax.block_until_ready`` on whatever pytree
+    ``fn`` returns, so the time is the computation's, not its dispatch. For a jitted
+    ``fn`` the compile time is measured separately (see :func:`compile_time`) and
+    reported in ``Timing.compile``.
 
     Args:
         fn: the function to time.
         *args: its positional arguments.
-        warmup: untimed calls first (``>= 0``); one is enough to compile a jitted function.
+        warmup: untimed calls first (``>= 0``); one is enough to compile a jitted
+            function.
         repeat: timed calls (``>= 1``).
         **kwargs: its keyword arguments.
 
@@ -80,4 +94,6 @@ def benchmark(fn: Callable, *args, warmup: int = 1, repeat: int = 5, **kwargs) -
         start = time.perf_counter()
         jax.block_until_ready(fn(*args, **kwargs))
         times.append(time.perf_counter() - start)
-    return Timing(min(times), statistics.median(times), max(times), tuple(times), compiled)
+    return Timing(
+        min(times), statistics.median(times), max(times), tuple(times), compiled
+    )

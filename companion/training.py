@@ -1,64 +1,90 @@
-"""Training the chapter-2 MLP with SGD, three ways: eager, jit per step, and a fused epoch.
+"""Training the chapter-2 MLP with SGD, three ways: eager, jit per step, and a fused
+epoch.
 
-Every mode runs the same update on the same batches, so they compute the same numbers (to float
-rounding); they differ only in how much Python runs per step:
+Every mode runs the same update on the same batches, so they compute the same numbers
+(to float rounding); they differ only in how much Python runs per step:
 
 - ``"eager"``: no ``jit``; every array operation is dispatched from Python, one by one.
 - ``"jit"``: one compiled SGD step, called from a Python loop once per batch.
-- ``"scan"``: the whole epoch compiled as one ``lax.scan`` over the batches, with the data on the
-  device and the parameters donated (their buffers reused for the result): one call per epoch.
+- ``"scan"``: the whole epoch compiled as one ``lax.scan`` over the batches, with the
+  data on the device and the parameters donated (their buffers reused for the result):
+  one call per epoch.
 
-An epoch uses ``N // batch_size`` full batches (the last ``N % batch_size`` examples are skipped;
-shuffle with a key so different ones are skipped each epoch): every step then has the same shape,
-and nothing recompiles.
+An epoch uses ``N // batch_size`` full batches (the last ``N % batch_size`` examples are
+skipped; shuffle with a key so different ones are skipped each epoch): every step then
+has the same shape, and nothing recompiles.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import time
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
-from tqdm import tqdm  # plain text bar: tqdm.auto would want ipywidgets in a notebook
 
 from companion import mlp
-from companion.data import check_dataset, epoch_key, shuffle
+from companion.batching import check_dataset, shuffle
+from companion.loop import (
+    EpochStats,
+    History,
+    Metrics,
+    check_fit_args,
+    evaluate_batches,
+    full_batches,
+    run,
+)
 from companion.losses import softmax_cross_entropy_with_integer_labels
 
-__all__ = ["MODES", "History", "Metrics", "evaluate", "fit", "loss_fn", "num_classes", "sgd_update",
-           "trace_counts", "train_epoch"]
+# fit and evaluate return companion.loop's History and Metrics, and raise its
+# NonFiniteLossError (shared with nnx_training, and documented there).
+__all__ = [
+    "MODES",
+    "evaluate",
+    "fit",
+    "loss_fn",
+    "num_classes",
+    "sgd_update",
+    "trace_counts",
+    "train_epoch",
+]
 
 MODES = ("eager", "jit", "scan")
 
-# How many times each compiled function has been traced: incremented by Python code inside the
-# traced functions, which runs only while JAX traces. A count that grows every epoch means the
-# function is recompiled every epoch (the classic silent slowdown).
+# How many times each compiled function has been traced: incremented by Python code
+# inside the traced functions, which runs only while JAX traces. A count that grows
+# every epoch means the function is recompiled every epoch (the classic silent
+# slowdown).
 _TRACES: collections.Counter[str] = collections.Counter()
 
 
 def trace_counts() -> dict[str, int]:
-    """How often the jitted SGD step (``"step"``) and fused epoch (``"epoch"``) were traced."""
+    """How often the jitted SGD step (``"step"``) and fused epoch (``"epoch"``) were
+    traced.
+    """
     return dict(_TRACES)
 
 
-def loss_fn(params: mlp.Params, x: jax.Array, y: jax.Array, activation: str = "relu") -> jax.Array:
+def loss_fn(
+    params: mlp.Params, x: jax.Array, y: jax.Array, activation: str = "relu"
+) -> jax.Array:
     """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``.
 
-    The training kernel: :func:`companion.mlp.apply` and the per-example loss, with no value
-    checks (no device→host copy per step). Validate the data once first (``fit`` does); a label
-    outside ``[0, C)`` makes the loss NaN.
+    The training kernel: :func:`companion.mlp.apply` and the per-example loss, with no
+    value checks (no device→host copy per step). Validate the data once first (``fit``
+    does); a label outside ``[0, C)`` makes the loss NaN.
     """
-    return jnp.mean(softmax_cross_entropy_with_integer_labels(mlp.apply(params, x, activation), y))
+    return jnp.mean(
+        softmax_cross_entropy_with_integer_labels(mlp.apply(params, x, activation), y)
+    )
 
 
-def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float,
-               activation: str = "relu") -> tuple[mlp.Params, jax.Array]:
-    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all layers).
+def sgd_update(
+    params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float, activation: str = "relu"
+) -> tuple[mlp.Params, jax.Array]:
+    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all
+    layers).
 
     A training step on validated data: it checks no values (see :func:`loss_fn`).
 
@@ -84,20 +110,26 @@ def sgd_update(params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float,
 
 
 def _batch(x, y, i, batch_size):
-    # Batch i of the epoch, sliced inside jit: a cheap dynamic slice of the data already on the
-    # device, instead of an eager copy of the whole dataset every epoch.
+    # Batch i of the epoch, sliced inside jit: a cheap dynamic slice of the data already
+    # on the device, instead of an eager copy of the whole dataset every epoch.
     start = i * batch_size
-    return (jax.lax.dynamic_slice_in_dim(x, start, batch_size),
-            jax.lax.dynamic_slice_in_dim(y, start, batch_size))
+    return (
+        jax.lax.dynamic_slice_in_dim(x, start, batch_size),
+        jax.lax.dynamic_slice_in_dim(y, start, batch_size),
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0)
+@functools.partial(
+    jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0
+)
 def _jit_step(params, x, y, i, lr, *, batch_size, activation):
     _TRACES["step"] += 1
     return sgd_update(params, *_batch(x, y, i, batch_size), lr, activation)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0)
+@functools.partial(
+    jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0
+)
 def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
     _TRACES["epoch"] += 1
     if key is not None:
@@ -114,11 +146,15 @@ def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
 
 
 def num_classes(params: mlp.Params) -> int:
-    """The number of classes of an MLP: the width of its last layer (labels must lie below it)."""
+    """The number of classes of an MLP: the width of its last layer (labels must lie
+    below it).
+    """
     return int(jnp.shape(params[-1][0])[1])
 
 
-def _validate(x: ArrayLike, y: ArrayLike, params: mlp.Params, activation: str, name: str = "") -> None:
+def _validate(
+    x: ArrayLike, y: ArrayLike, params: mlp.Params, activation: str, name: str = ""
+) -> None:
     mlp.check_params(params)
     mlp.get_activation(activation)
     check_dataset(x, y, name=name, flat=True, num_classes=num_classes(params))
@@ -139,19 +175,24 @@ def train_epoch(
     """One epoch of SGD over ``N // batch_size`` full batches.
 
     Args:
-        params: list of ``(W, b)``. In ``"jit"`` and ``"scan"`` modes their buffers are *donated*:
-            do not use the arrays you passed in after the call, use the returned ones.
-        x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device between epochs.
+        params: list of ``(W, b)``. In ``"jit"`` and ``"scan"`` modes their buffers are
+            *donated*: do not use the arrays you passed in after the call, use the
+            returned ones.
+        x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device
+            between epochs.
         y: integer labels ``(N,)``.
         lr: learning rate.
         batch_size: examples per step.
         mode: ``"eager"``, ``"jit"`` or ``"scan"`` (see the module docstring).
         key: shuffle the examples with this PRNG key; ``None`` keeps their order.
-        validate: check shapes, labels and finiteness first (``fit`` does it once, then skips it).
-        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
+        validate: check shapes, labels and finiteness first (``fit`` does it once, then
+            skips it).
+        activation: the hidden layers' nonlinearity, as in
+            :func:`companion.mlp.forward`.
 
     Returns:
-        ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before its step.
+        ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before
+        its step.
 
     Examples:
         >>> x, y = jnp.ones((10, 4)), jnp.arange(10) % 3
@@ -165,80 +206,70 @@ def train_epoch(
     if validate:
         _validate(x, y, params, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    num = y.shape[0] // batch_size
-    if num == 0:
-        raise ValueError(f"batch_size {batch_size} is larger than the {y.shape[0]} examples: no full batch")
+    num = full_batches(y.shape[0], batch_size)
     if mode == "scan":
-        return _scan_epoch(params, x, y, lr, key, batch_size=batch_size, activation=activation)
+        return _scan_epoch(
+            params, x, y, lr, key, batch_size=batch_size, activation=activation
+        )
     if key is not None:
         x, y = shuffle(key, x, y)
     losses = []
     for i in range(num):
         if mode == "jit":
-            params, loss = _jit_step(params, x, y, i, lr, batch_size=batch_size, activation=activation)
+            params, loss = _jit_step(
+                params, x, y, i, lr, batch_size=batch_size, activation=activation
+            )
         else:
-            params, loss = sgd_update(params, x[i * batch_size : (i + 1) * batch_size],
-                                      y[i * batch_size : (i + 1) * batch_size], lr, activation)
+            params, loss = sgd_update(
+                params,
+                x[i * batch_size : (i + 1) * batch_size],
+                y[i * batch_size : (i + 1) * batch_size],
+                lr,
+                activation,
+            )
         losses.append(loss)  # kept on the device: no host round-trip per step
     return params, jnp.mean(jnp.stack(losses))
 
 
-class Metrics(NamedTuple):
-    """Loss and accuracy on a dataset."""
-
-    loss: float
-    accuracy: float
-
-
 @functools.partial(jax.jit, static_argnames="activation")
-def _eval_batch(params, x, y, activation):
+def _eval_sums(params, x, y, activation):
     logits = mlp.apply(params, x, activation)
     losses = softmax_cross_entropy_with_integer_labels(logits, y)
     return jnp.sum(losses), jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-def evaluate(params: mlp.Params, x: ArrayLike, y: ArrayLike, batch_size: int = 1000,
-             activation: str = "relu") -> Metrics:
-    """Mean cross-entropy and accuracy over all of ``(x, y)``, in batches of ``batch_size``.
+def evaluate(
+    params: mlp.Params,
+    x: ArrayLike,
+    y: ArrayLike,
+    batch_size: int = 1000,
+    activation: str = "relu",
+) -> Metrics:
+    """Mean cross-entropy and accuracy over all of ``(x, y)``, in batches of
+    ``batch_size``.
 
     Args:
         params: list of ``(W, b)``.
         x: inputs ``(N, 784)``.
         y: integer labels ``(N,)`` in ``[0, C)``, ``C`` the width of the last layer.
         batch_size: examples per forward pass (memory, not results, depends on it).
-        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
+        activation: the hidden layers' nonlinearity, as in
+            :func:`companion.mlp.forward`.
 
     Returns:
-        ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch may be
-        smaller).
+        ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch
+        may be smaller).
     """
     _validate(x, y, params, activation)
     return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size, activation)
 
 
-def _evaluate(params: mlp.Params, x: jax.Array, y: jax.Array, batch_size: int, activation: str) -> Metrics:
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    total_loss, correct = 0.0, 0
-    for start in range(0, y.shape[0], batch_size):
-        loss_sum, right = _eval_batch(params, x[start : start + batch_size], y[start : start + batch_size],
-                                      activation)
-        total_loss += float(loss_sum)
-        correct += int(right)
-    n = int(y.shape[0])
-    return Metrics(total_loss / n, correct / n)
-
-
-@dataclass
-class History:
-    """Per-epoch records of :func:`fit`, as plain floats."""
-
-    loss: list[float] = field(default_factory=list)  # mean training loss during the epoch
-    train_accuracy: list[float] = field(default_factory=list)  # after the epoch
-    val_accuracy: list[float] = field(default_factory=list)  # after the epoch (empty without data)
-    epoch_time: list[float] = field(default_factory=list)  # seconds for the epoch's updates
+def _evaluate(
+    params: mlp.Params, x: jax.Array, y: jax.Array, batch_size: int, activation: str
+) -> Metrics:
+    return evaluate_batches(
+        lambda xb, yb: _eval_sums(params, xb, yb, activation), x, y, batch_size
+    )
 
 
 def fit(
@@ -256,12 +287,17 @@ def fit(
     progress: bool = True,
     activation: str = "relu",
 ) -> tuple[mlp.Params, History]:
-    """Train for ``epochs`` epochs with :func:`train_epoch`, recording a :class:`History`.
+    """Train for ``epochs`` epochs with :func:`train_epoch`, recording a
+    :class:`~companion.loop.History`.
 
-    The data is validated once and moved to the device once. With a ``key``, epoch ``e`` shuffles
-    with :func:`companion.data.epoch_key` ``(key, e)``, so every epoch sees a new order, and the same one in a
-    run that was interrupted and resumed. ``epoch_time`` measures the updates only (the work
-    ``block_until_ready`` waits for), not the evaluation.
+    The loop is :func:`companion.loop.run`, shared with
+    :func:`companion.nnx_training.fit`. The data is validated once and moved to the
+    device once. With a ``key``, epoch ``e`` shuffles with
+    :func:`companion.batching.epoch_key` ``(key, e)``, so every epoch sees a new order, and
+    the same one in a run that was interrupted and resumed. ``epoch_time`` measures the
+    updates only (the work ``block_until_ready`` waits for), not the evaluation; the
+    training accuracy is measured after each epoch, and the validation metrics when
+    ``x_val``, ``y_val`` are given.
 
     Args:
         params: initial list of ``(W, b)`` (donated in ``"jit"``/``"scan"`` modes).
@@ -273,33 +309,63 @@ def fit(
         x_val: optional validation inputs; y_val: their labels (validated once).
         key: PRNG key for shuffling; ``None`` keeps the order.
         progress: show a tqdm progress bar with the latest loss and accuracies.
-        activation: the hidden layers' nonlinearity, as in :func:`companion.mlp.forward`.
+        activation: the hidden layers' nonlinearity, as in
+            :func:`companion.mlp.forward`.
 
     Returns:
         ``(params, history)``.
+
+    Raises:
+        NonFiniteLossError: an epoch's mean loss is NaN or infinite (the error names the
+            epoch).
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1; got {epochs}")
-    if (x_val is None) != (y_val is None):
-        raise ValueError("give both x_val and y_val, or neither")
+    check_fit_args(
+        epochs=epochs,
+        start_epoch=0,
+        has_x_val=x_val is not None,
+        has_y_val=y_val is not None,
+    )
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     _validate(x_train, y_train, params, activation)
-    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once, for all epochs
+    x_dev, y_dev = (
+        jnp.asarray(x_train),
+        jnp.asarray(y_train),
+    )  # on the device once, for all epochs
+    steps = full_batches(len(y_dev), batch_size)
     if x_val is not None:
         _validate(x_val, y_val, params, activation, name="val_")
         x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
-    history = History()
-    bar = tqdm(range(epochs), desc=f"training ({mode})", unit="epoch", disable=not progress)
-    for epoch in bar:
-        start = time.perf_counter()
-        params, loss = train_epoch(params, x_dev, y_dev, lr=lr, batch_size=batch_size, mode=mode,
-                                   key=epoch_key(key, epoch), validate=False, activation=activation)
-        jax.block_until_ready(params)
-        history.epoch_time.append(time.perf_counter() - start)
-        history.loss.append(float(loss))
-        history.train_accuracy.append(_evaluate(params, x_dev, y_dev, 1000, activation).accuracy)
-        postfix = {"loss": f"{history.loss[-1]:.4f}", "train_acc": f"{history.train_accuracy[-1]:.3f}"}
-        if x_val is not None:
-            history.val_accuracy.append(_evaluate(params, x_val, y_val, 1000, activation).accuracy)
-            postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-        bar.set_postfix(postfix)
-    return params, history
+    state = {"params": params}
+
+    def one_epoch(epoch, key, bar):
+        state["params"], loss = train_epoch(
+            state["params"],
+            x_dev,
+            y_dev,
+            lr=lr,
+            batch_size=batch_size,
+            mode=mode,
+            key=key,
+            validate=False,
+            activation=activation,
+        )
+        jax.block_until_ready(state["params"])
+        bar.advance(steps)
+        return EpochStats(float(loss))
+
+    history = run(
+        one_epoch,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        key=key,
+        progress=progress,
+        desc=f"training ({mode})",
+        train_accuracy=lambda: (
+            _evaluate(state["params"], x_dev, y_dev, 1000, activation).accuracy
+        ),
+        validate=None
+        if x_val is None
+        else lambda: _evaluate(state["params"], x_val, y_val, 1000, activation),
+    )
+    return state["params"], history

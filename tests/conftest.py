@@ -10,24 +10,37 @@ import pytest
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array in MNIST's IDX format (big-endian magic, dims, then raw bytes)."""
+    """Write a uint8 array in MNIST's IDX format (big-endian magic, dims, then raw
+    bytes).
+    """
     array = np.ascontiguousarray(array, dtype=np.uint8)
     magic = 0x0800 | array.ndim  # 0x08: unsigned byte; low byte: number of dimensions
     header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.tobytes())
 
 
-def make_mnist(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 0,
-               labels: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Write a small random MNIST under ``root/MNIST/raw`` and return the arrays written."""
+def make_mnist(
+    root: Path,
+    n_train: int = 12,
+    n_test: int = 5,
+    seed: int = 0,
+    labels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Write a small random MNIST under ``root/MNIST/raw`` and return the arrays
+    written.
+    """
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     arrays = {
         "train_x": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
         "test_x": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "train_y": rng.integers(0, 10, n_train, dtype=np.uint8) if labels is None else labels[0],
-        "test_y": rng.integers(0, 10, n_test, dtype=np.uint8) if labels is None else labels[1],
+        "train_y": rng.integers(0, 10, n_train, dtype=np.uint8)
+        if labels is None
+        else labels[0],
+        "test_y": rng.integers(0, 10, n_test, dtype=np.uint8)
+        if labels is None
+        else labels[1],
     }
     write_idx(raw / "train-images-idx3-ubyte", arrays["train_x"])
     write_idx(raw / "train-labels-idx1-ubyte", arrays["train_y"])

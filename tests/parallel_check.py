@@ -1,5 +1,6 @@
-"""Run by tests/test_parallel.py in a subprocess, with 8 simulated CPU devices (XLA_FLAGS set by the
-caller before JAX starts). Prints one JSON object with what the test checks."""
+"""Run by tests/test_parallel.py in a subprocess, with 8 simulated CPU devices
+(XLA_FLAGS set by the caller before JAX starts). Prints one JSON object with what the
+test checks."""
 
 import json
 
@@ -25,11 +26,14 @@ def main():
 
     single = jax.tree.map(jnp.array, init)
     dp, sm = parallel.replicate(init, mesh), parallel.replicate(init, mesh)
-    dp_step, sm_step = parallel.data_parallel_sgd_step(mesh), parallel.shard_map_sgd_step(mesh)
+    dp_step, sm_step = (
+        parallel.data_parallel_sgd_step(mesh),
+        parallel.shard_map_sgd_step(mesh),
+    )
     single_step = jax.jit(training.sgd_update)
     losses = {"single": [], "dp": [], "shard_map": []}
     for i in range(40):
-        xb, yb = x[i * 64:(i + 1) * 64], y[i * 64:(i + 1) * 64]
+        xb, yb = x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64]
         xs, ys = parallel.shard_batch((xb, yb), mesh)
         single, l1 = single_step(single, xb, yb, 0.1)
         dp, l2 = dp_step(dp, xs, ys, 0.1)
@@ -44,17 +48,25 @@ def main():
         error = None
     except ValueError as e:
         error = str(e)
-    print(json.dumps({
-        "losses": losses,
-        "param_diff_dp": max_diff(dp, single),
-        "param_diff_shard_map": max_diff(sm, single),
-        "all_reduce_in_hlo": "all-reduce" in hlo,
-        "x_sharding": str(tuple(xs.sharding.spec)),
-        "params_sharding": str(tuple(dp[0][0].sharding.spec)),
-        "shard_shapes": sorted({tuple(s.data.shape) for s in xs.addressable_shards}),
-        "error": error,
-    }))
+    print(
+        json.dumps(
+            {
+                "losses": losses,
+                "param_diff_dp": max_diff(dp, single),
+                "param_diff_shard_map": max_diff(sm, single),
+                "all_reduce_in_hlo": "all-reduce" in hlo,
+                "x_sharding": str(tuple(xs.sharding.spec)),
+                "params_sharding": str(tuple(dp[0][0].sharding.spec)),
+                "shard_shapes": sorted(
+                    {tuple(s.data.shape) for s in xs.addressable_shards}
+                ),
+                "error": error,
+            }
+        )
+    )
 
 
-if __name__ == "__main__":  # not on import (pytest --doctest-modules imports every file in tests/)
+if (
+    __name__ == "__main__"
+):  # not on import (pytest --doctest-modules imports every file in tests/)
     main()

@@ -1,7 +1,8 @@
-"""The book's execution cache follows the data: build, change MNIST, build again, new numbers.
+"""The book's execution cache follows the data: build, change MNIST, build again, new
+numbers.
 
-A one-page book with the real configuration's extension (book/_ext/data_fingerprint.py) and
-execution mode ("cache"), built with `jupyter-book build` as `make book` does.
+A one-page book with the real configuration's extension (book/_ext/data_fingerprint.py)
+and execution mode ("cache"), built with `jupyter-book build` as `make book` does.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ print(f"TRAIN={len(load_mnist().train.y)}")
 def build(book: Path, data: Path) -> str:
     env = {**os.environ, "COMPANION_DATA_DIR": str(data)}
     jb = Path(sys.executable).with_name("jupyter-book")
-    out = subprocess.run([str(jb), "build", str(book), "-W"], capture_output=True, text=True, env=env,
-                         check=False, timeout=600)
+    out = subprocess.run(
+        [str(jb), "build", str(book), "-W"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (book / "_build" / "html" / "page.html").read_text()
     return re.search(r"TRAIN=(\d+)", html).group(1)
@@ -53,7 +60,8 @@ def book(tmp_path: Path) -> Path:
     (tmp_path / "_toc.yml").write_text("format: jb-article\nroot: page\n")
     (tmp_path / "_config.yml").write_text(
         "title: probe\nexecute:\n  execute_notebooks: cache\n"
-        f"sphinx:\n  local_extensions:\n    data_fingerprint: {ROOT / 'book' / '_ext'}\n")
+        f"sphinx:\n  local_extensions:\n    data_fingerprint: {ROOT / 'book' / '_ext'}\n"
+    )
     return tmp_path
 
 

@@ -1,12 +1,14 @@
-"""Checks on the executed chapters that nbmake and the book build do not make themselves.
+"""Checks on the executed chapters that nbmake and the book build do not make
+themselves.
 
-Each chapter is executed twice before these tests run (`make test`): once by the book build
-(`_build/jupyter_execute/`, on `$COMPANION_DATA_DIR`) and once by nbmake (`_nbmake/`, written back
-with `--overwrite`, on `$CHAPTERS_DATA_DIR`, whose path it leaves in `_nbmake/DATA_DIR`). CI gives
-the two different MNISTs (the full set and a sample), so every assertion runs on both. The
-determinism check needs two executions on the *same* data: when the nbmake data differs from the
-book's, the chapter is executed once more here, on the nbmake data. Where an executed copy is
-missing or stale, the chapter is executed here too.
+Each chapter is executed twice before these tests run (`make test`): once by the book
+build (`_build/jupyter_execute/`, on `$COMPANION_DATA_DIR`) and once by nbmake
+(`_nbmake/`, written back with `--overwrite`, on `$CHAPTERS_DATA_DIR`, whose path it
+leaves in `_nbmake/DATA_DIR`). CI gives the two different MNISTs (the full set and a
+sample), so every assertion runs on both. The determinism check needs two executions on
+the *same* data: when the nbmake data differs from the book's, the chapter is executed
+once more here, on the nbmake data. Where an executed copy is missing or stale, the
+chapter is executed here too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def same_data(a: str | None, b: str | None) -> bool:
     from companion.data import fingerprint
 
     return a == b or fingerprint(a) == fingerprint(b)
+
+
 ids = [md.stem for md in CHAPTERS]
 
 
@@ -49,8 +53,8 @@ def _code(nb) -> list[str]:
 
 @functools.cache
 def executed(md: Path, which: str) -> nbformat.NotebookNode:
-    """The chapter as executed by `which` ("book", "nbmake", or "again": once more, here, on the
-    nbmake data), executed now if that copy is missing or stale."""
+    """The chapter as executed by `which` ("book", "nbmake", or "again": once more,
+    here, on the nbmake data), executed now if that copy is missing or stale."""
     source = jupytext.read(md)
     path = EXECUTED.get(which, Path("/nonexistent")) / f"{md.stem}.ipynb"
     if path.exists():
@@ -60,14 +64,24 @@ def executed(md: Path, which: str) -> nbformat.NotebookNode:
     from myst_nb.core.utils import coalesce_streams
     from nbclient import NotebookClient
 
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend draws
+    env = {
+        k: v for k, v in os.environ.items() if k != "MPLBACKEND"
+    }  # the kernel's inline backend draws
     folder = data_dir("nbmake" if which == "again" else which)
     if folder:
         env["COMPANION_DATA_DIR"] = folder
-    client = NotebookClient(source, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(md.parent)}})
-    client.execute(env=env)  # passed on to the kernel manager: the kernel reads this MNIST
-    if which == "book":  # as myst-nb leaves its copy: streams merged in place (see _normalise)
+    client = NotebookClient(
+        source,
+        timeout=1200,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(md.parent)}},
+    )
+    client.execute(
+        env=env
+    )  # passed on to the kernel manager: the kernel reads this MNIST
+    if (
+        which == "book"
+    ):  # as myst-nb leaves its copy: streams merged in place (see _normalise)
         for cell in source.cells:
             if cell.cell_type == "code":
                 coalesce_streams(cell.outputs)
@@ -94,9 +108,13 @@ def test_raises_exception_cells_raise_what_they_declare(md, which):
         if "raises-exception" not in _tags(cell):
             continue
         expected = cell.metadata.get("raises")
-        assert expected, f"cell {i} is tagged raises-exception but declares no `raises: ErrorName`"
+        assert expected, (
+            f"cell {i} is tagged raises-exception but declares no `raises: ErrorName`"
+        )
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        assert errors, f"cell {i} should raise {expected} but raised nothing:\n{cell.source}"
+        assert errors, (
+            f"cell {i} should raise {expected} but raised nothing:\n{cell.source}"
+        )
         assert errors[-1].ename == expected, (
             f"cell {i} should raise {expected}, raised {errors[-1].ename}: {errors[-1].evalue}"
         )
@@ -114,13 +132,14 @@ def test_chapter_prints_no_warnings(md, which):
 
 
 def _normalise(outputs, which: str) -> tuple[dict, list]:
-    """What a reader sees of a cell's outputs: the text on stdout, and the other outputs.
+    """What a reader sees of a cell's outputs: the text on stdout, and the other
+    outputs.
 
-    How the kernel chunks a stream varies from run to run, so chunks are joined the way myst-nb
-    joins them (``nb_merge_streams``). myst-nb merges in place when it renders: in its executed
-    copy the first chunk of each stream already holds the whole text, and later chunks repeat it.
-    Memory addresses and kernel file names are masked; glued values (papermill records) myst-nb
-    keeps out of its copy.
+    How the kernel chunks a stream varies from run to run, so chunks are joined the way
+    myst-nb joins them (``nb_merge_streams``). myst-nb merges in place when it renders:
+    in its executed copy the first chunk of each stream already holds the whole text,
+    and later chunks repeat it. Memory addresses and kernel file names are masked; glued
+    values (papermill records) myst-nb keeps out of its copy.
     """
     streams: dict[str, str] = {}
     others = []
@@ -135,20 +154,31 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
         elif out.output_type == "error":
             others.append(("error", out.ename, out.evalue))
         else:
-            data = {k: v for k, v in out.get("data", {}).items() if "papermill.record" not in k}
+            data = {
+                k: v
+                for k, v in out.get("data", {}).items()
+                if "papermill.record" not in k
+            }
             if data:
                 others.append(tuple(sorted((k, str(v)) for k, v in data.items())))
     if which == "book":
         streams = {k: v.rstrip() + "\n" for k, v in streams.items() if v.rstrip()}
-    def mask(text: str) -> str:  # memory addresses and the kernel's temporary file names vary
-        return re.sub(r"ipykernel_\d+/\d+", "ipykernel_…", re.sub(r"0x[0-9a-f]{6,}", "0x…", text))
+
+    def mask(
+        text: str,
+    ) -> str:  # memory addresses and the kernel's temporary file names vary
+        return re.sub(
+            r"ipykernel_\d+/\d+", "ipykernel_…", re.sub(r"0x[0-9a-f]{6,}", "0x…", text)
+        )
 
     return {k: mask(v) for k, v in streams.items()}, [mask(repr(o)) for o in others]
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=ids)
 def test_chapter_is_deterministic(md):
-    """Two executions on the same data print the same outputs, apart from cells tagged `timing`."""
+    """Two executions on the same data print the same outputs, apart from cells tagged
+    `timing`.
+    """
     second = executed(md, "nbmake")
     if same_data(data_dir("book"), data_dir("nbmake")):
         first, which = executed(md, "book"), "book"
@@ -168,18 +198,27 @@ def test_chapter_is_deterministic(md):
 @pytest.mark.parametrize("md", CHAPTERS, ids=ids)
 def test_chapter_has_an_exercise_with_an_executed_hidden_solution(md):
     text = md.read_text()
-    assert ":::{exercise}" in text and ":::{solution-start}" in text and ":::{solution-end}" in text
+    assert (
+        ":::{exercise}" in text
+        and ":::{solution-start}" in text
+        and ":::{solution-end}" in text
+    )
     nb = executed(md, "book")
-    solutions = [c for c in nb.cells if c.cell_type == "code" and "solution" in _tags(c)]
-    assert solutions, "the solution is a code cell tagged `solution`, inside solution-start/-end"
+    solutions = [
+        c for c in nb.cells if c.cell_type == "code" and "solution" in _tags(c)
+    ]
+    assert solutions, (
+        "the solution is a code cell tagged `solution`, inside solution-start/-end"
+    )
     assert all(c.get("execution_count") for c in solutions)
     start, end = text.index(":::{solution-start}"), text.index(":::{solution-end}")
     assert all(c.source.strip() in text[start:end] for c in solutions)
 
 
 def test_every_chapter_starts_with_the_repository_setting_of_the_book():
-    """A downloaded notebook's first cell says how to get `companion` (and installs it from the
-    book's repository once there is one): its URL is _config.yml's, the one setting."""
+    """A downloaded notebook's first cell says how to get `companion` (and installs it
+    from the book's repository once there is one): its URL is _config.yml's, the one
+    setting."""
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     for md in CHAPTERS:
         first = next(c for c in jupytext.read(md).cells if c.cell_type == "code")
@@ -192,11 +231,17 @@ def test_every_chapter_starts_with_the_repository_setting_of_the_book():
 def test_every_figure_has_a_caption_an_alt_text_and_a_reference(md):
     text = md.read_text()
     for i, cell in enumerate(executed(md, "book").cells):
-        if not any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
+        if not any(
+            "image/png" in out.get("data", {}) for out in cell.get("outputs", [])
+        ):
             continue
         meta = cell.metadata.get("mystnb", {})
         name = meta.get("figure", {}).get("name")
-        assert meta.get("figure", {}).get("caption") and name, f"cell {i} draws a figure without a caption"
+        assert meta.get("figure", {}).get("caption") and name, (
+            f"cell {i} draws a figure without a caption"
+        )
         alt = meta.get("image", {}).get("alt", "")
-        assert len(alt.split()) >= 5, f"cell {i}: the alt text must describe the figure; got {alt!r}"
+        assert len(alt.split()) >= 5, (
+            f"cell {i}: the alt text must describe the figure; got {alt!r}"
+        )
         assert f"{{numref}}`{name}`" in text, f"the prose never refers to {name}"

@@ -5,19 +5,17 @@ import pytest
 from conftest import blobs
 from flax import nnx
 
-from companion import nnx_training
+from companion import nnx_training, optim
 from companion.checkpoint import Checkpointer
 from companion.nnx_models import MLP
-from companion.nnx_training import OptimizerConfig
+from companion.optim import OptimizerConfig
 
 CFG = OptimizerConfig(peak_lr=1e-2, warmup_steps=3, total_steps=60)
 
 
-
-
 def fresh(seed):
     model = MLP([20, 16, 4], rngs=nnx.Rngs(seed))
-    return model, nnx_training.make_optimizer(model, CFG)
+    return model, optim.make_optimizer(model, CFG)
 
 
 def assert_same_state(a, b):
@@ -43,17 +41,44 @@ def test_round_trip_is_bitwise(tmp_path):
 def test_resume_equals_training_straight_through(tmp_path):
     x, y = blobs(256)
     straight, straight_opt = fresh(0)
-    nnx_training.fit(straight, straight_opt, x, y, epochs=3, batch_size=32, key=jax.random.key(5),
-                     progress=False)
+    nnx_training.fit(
+        straight,
+        straight_opt,
+        x,
+        y,
+        epochs=3,
+        batch_size=32,
+        key=jax.random.key(5),
+        progress=False,
+    )
 
     first, first_opt = fresh(0)
     with Checkpointer(tmp_path / "ck") as ckpt:
-        nnx_training.fit(first, first_opt, x, y, epochs=1, batch_size=32, key=jax.random.key(5),
-                         checkpointer=ckpt, progress=False)
+        nnx_training.fit(
+            first,
+            first_opt,
+            x,
+            y,
+            epochs=1,
+            batch_size=32,
+            key=jax.random.key(5),
+            checkpointer=ckpt,
+            progress=False,
+        )
         resumed, resumed_opt = fresh(7)
         done = ckpt.restore(resumed, resumed_opt)
-        nnx_training.fit(resumed, resumed_opt, x, y, epochs=3, batch_size=32, key=jax.random.key(5),
-                         start_epoch=done, checkpointer=ckpt, progress=False)
+        nnx_training.fit(
+            resumed,
+            resumed_opt,
+            x,
+            y,
+            epochs=3,
+            batch_size=32,
+            key=jax.random.key(5),
+            start_epoch=done,
+            checkpointer=ckpt,
+            progress=False,
+        )
         assert ckpt.steps() == [1, 2, 3]
     assert_same_state((straight, straight_opt), (resumed, resumed_opt))
 
@@ -63,7 +88,8 @@ def test_half_written_checkpoints_are_never_listed_or_loaded(tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, model, opt)
         assert ckpt.steps() == [1]
-        # what an interrupted save leaves behind: orbax's temporary folder, never renamed
+        # what an interrupted save leaves behind: orbax's temporary folder, never
+        # renamed
         (tmp_path / "2.orbax-checkpoint-tmp-1234").mkdir()
         (tmp_path / "2.orbax-checkpoint-tmp-1234" / "junk").write_text("partial")
         assert ckpt.steps() == [1] and ckpt.latest() == 1
@@ -75,7 +101,9 @@ def test_no_temporary_folders_are_left_behind(tmp_path):
     x, y = blobs(256)
     model, opt = fresh(0)
     with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
-        nnx_training.fit(model, opt, x, y, epochs=3, batch_size=64, checkpointer=ckpt, progress=False)
+        nnx_training.fit(
+            model, opt, x, y, epochs=3, batch_size=64, checkpointer=ckpt, progress=False
+        )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["2", "3"]
 
@@ -85,7 +113,9 @@ def test_saving_over_a_step_is_refused_unless_explicit(tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, model, opt)
         model.layers[0].kernel[...] = jnp.zeros_like(model.layers[0].kernel[...])
-        with pytest.raises(FileExistsError, match=r"step 1 already exists.*overwrite=True"):
+        with pytest.raises(
+            FileExistsError, match=r"step 1 already exists.*overwrite=True"
+        ):
             ckpt.save(1, model, opt)
         ckpt.save(1, model, opt, overwrite=True)
         other, other_opt = fresh(5)
@@ -99,5 +129,7 @@ def test_restore_without_a_checkpoint(tmp_path):
         with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
             ckpt.restore(model, opt)
         ckpt.save(1, model, opt)
-        with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 4 .* there are \[1\]"):
+        with pytest.raises(
+            FileNotFoundError, match=r"no checkpoint for step 4 .* there are \[1\]"
+        ):
             ckpt.restore(model, opt, step=4)

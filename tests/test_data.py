@@ -3,13 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from conftest import make_mnist
 
 from companion import data
-from companion.data import DataUnavailableError, batches, load_mnist, num_batches
+from companion.data import DataUnavailableError, load_mnist
 
 
 def test_load_mnist_reads_idx_files(tiny_mnist):
@@ -18,21 +17,29 @@ def test_load_mnist_reads_idx_files(tiny_mnist):
     assert x_train.shape == (12, 784) and x_test.shape == (5, 784)
     assert x_train.dtype == np.float32 and y_train.dtype == np.int32
     # Independent reference: the bytes we wrote, scaled by 1/255 in float64.
-    np.testing.assert_allclose(x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7)
-    np.testing.assert_allclose(x_test, arrays["test_x"].reshape(5, -1) / 255.0, rtol=1e-7)
+    np.testing.assert_allclose(
+        x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7
+    )
+    np.testing.assert_allclose(
+        x_test, arrays["test_x"].reshape(5, -1) / 255.0, rtol=1e-7
+    )
     np.testing.assert_array_equal(y_train, arrays["train_y"])
     np.testing.assert_array_equal(y_test, arrays["test_y"])
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
 
 
 def test_load_mnist_equals_torchvisions_reading(tiny_mnist):
-    MNIST = pytest.importorskip("torchvision.datasets").MNIST  # the reference reader, when installed
+    MNIST = pytest.importorskip(
+        "torchvision.datasets"
+    ).MNIST  # the reference reader, when installed
 
     root, _ = tiny_mnist
     ours = load_mnist(root, download=False)
     for split, train in ((ours.train, True), (ours.test, False)):
         ref = MNIST(root=str(root), train=train, download=False)  # the reference reader
-        np.testing.assert_array_equal(split.x, ref.data.numpy().reshape(len(ref), -1) / np.float32(255))
+        np.testing.assert_array_equal(
+            split.x, ref.data.numpy().reshape(len(ref), -1) / np.float32(255)
+        )
         np.testing.assert_array_equal(split.y, ref.targets.numpy())
 
 
@@ -46,15 +53,20 @@ def test_gzipped_files_read_like_plain_ones(tiny_mnist):
         f.unlink()
     (x_train, y_train), _ = load_mnist(root, download=False)
     np.testing.assert_array_equal(y_train, arrays["train_y"])
-    np.testing.assert_allclose(x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7)
+    np.testing.assert_allclose(
+        x_train, arrays["train_x"].reshape(12, -1) / 255.0, rtol=1e-7
+    )
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda b: b[:-1], r"promises \(12,\) = 12 values, the file holds 11"),
-    (lambda b: b"\x01" + b[1:], "is not an IDX file"),
-    (lambda b: b[:2] + b"\x0d" + b[3:], "type 0x0d"),
-    (lambda b: b[:6], "is truncated"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:-1], r"promises \(12,\) = 12 values, the file holds 11"),
+        (lambda b: b"\x01" + b[1:], "is not an IDX file"),
+        (lambda b: b[:2] + b"\x0d" + b[3:], "type 0x0d"),
+        (lambda b: b[:6], "is truncated"),
+    ],
+)
 def test_damaged_idx_files_are_refused_with_the_file_named(tiny_mnist, damage, message):
     root, _ = tiny_mnist
     labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
@@ -66,8 +78,12 @@ def test_damaged_idx_files_are_refused_with_the_file_named(tiny_mnist, damage, m
 
 def test_raw_files_lists_the_four_files_or_says_where_they_go(tiny_mnist, tmp_path):
     root, _ = tiny_mnist
-    assert [f.name for f in data.raw_files(root)] == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    assert [f.name for f in data.raw_files(root)] == [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
     with pytest.raises(DataUnavailableError, match="Put the four IDX files"):
         data.raw_files(tmp_path / "empty")
 
@@ -84,27 +100,41 @@ def test_fingerprint_names_the_content_not_the_place(tmp_path):
     make_mnist(tmp_path / "b", seed=1, labels=(a["train_y"], labels))
     assert data.fingerprint(tmp_path / "a") != data.fingerprint(tmp_path / "b")
     line = data.describe(load_mnist(tmp_path / "a", download=False), tmp_path / "a")
-    assert "12 training / 5 test images" in line and data.fingerprint(tmp_path / "a") in line
+    assert (
+        "12 training / 5 test images" in line
+        and data.fingerprint(tmp_path / "a") in line
+    )
     assert str(tmp_path) not in line
 
 
 def test_loading_imports_no_torch(tiny_mnist):
     root, _ = tiny_mnist
-    code = (f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
 def test_command_without_data_fails_in_one_line(tmp_path):
     env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path / "nowhere")}
     # Offline, as in CI; a download cannot succeed here whatever happens.
-    out = subprocess.run([sys.executable, "-m", "companion.data"], capture_output=True, text=True, env=env,
-                         check=False, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "companion.data"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
-    # "not available" (download tried) with torchvision, "not under ..." (download impossible) without
+    # "not available" (download tried) with torchvision, "not under ..." (download
+    # impossible) without
     assert len(lines) == 1 and lines[0].startswith("error: MNIST is not")
     assert str(tmp_path / "nowhere") in lines[0]
 
@@ -112,8 +142,13 @@ def test_command_without_data_fails_in_one_line(tmp_path):
 def test_command_names_the_data(tiny_mnist):
     root, _ = tiny_mnist
     env = {**os.environ, data.DATA_DIR_ENV: str(root)}
-    out = subprocess.run([sys.executable, "-m", "companion.data"], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "companion.data"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert out.stdout.strip() == f"MNIST: {data.describe(load_mnist(root), root)}"
 
 
@@ -148,95 +183,36 @@ def test_missing_files_without_download_raise_clear_error(tmp_path):
 
 
 def test_failed_download_raises_clear_error_not_urllib(tmp_path, monkeypatch):
-    MNIST = pytest.importorskip("torchvision.datasets").MNIST  # the download path needs torchvision
+    MNIST = pytest.importorskip(
+        "torchvision.datasets"
+    ).MNIST  # the download path needs torchvision
 
-    # An address that refuses at once: the real download path runs and fails, as offline.
+    # An address that refuses at once: the real download path runs and fails, as
+    # offline.
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
-    with pytest.raises(DataUnavailableError, match="downloading it through torchvision failed"):
+    with pytest.raises(
+        DataUnavailableError, match="downloading it through torchvision failed"
+    ):
         load_mnist(tmp_path, download=True)
 
 
 def test_labels_out_of_range_in_files_are_refused(tmp_path):
     bad = (np.array([0, 1, 12], dtype=np.uint8), np.array([0], dtype=np.uint8))
     make_mnist(tmp_path, n_train=3, n_test=1, labels=bad)
-    with pytest.raises(ValueError, match="train labels must lie in \\[0, 10\\); found 12 at index 2"):
+    with pytest.raises(
+        ValueError, match="train labels must lie in \\[0, 10\\); found 12 at index 2"
+    ):
         load_mnist(tmp_path, download=False)
 
 
 def test_mismatched_label_count_is_refused(tmp_path):
-    make_mnist(tmp_path, n_train=3, n_test=2, labels=(np.zeros(2, np.uint8), np.zeros(2, np.uint8)))
-    with pytest.raises(ValueError, match=r"one label per image: 3 images but labels of shape \(2,\)"):
+    make_mnist(
+        tmp_path,
+        n_train=3,
+        n_test=2,
+        labels=(np.zeros(2, np.uint8), np.zeros(2, np.uint8)),
+    )
+    with pytest.raises(
+        ValueError, match=r"one label per image: 3 images but labels of shape \(2,\)"
+    ):
         load_mnist(tmp_path, download=False)
-
-
-# --- batches ---------------------------------------------------------------------------------
-
-X = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
-Y = np.arange(10, dtype=np.int32) % 10
-
-
-@pytest.mark.parametrize(("batch_size", "drop_last", "sizes"),
-                         [(4, False, [4, 4, 2]), (4, True, [4, 4]), (10, False, [10]),
-                          (20, False, [10]), (20, True, [])])
-def test_batches_sizes_and_order(batch_size, drop_last, sizes):
-    got = list(batches(X, Y, batch_size, drop_last=drop_last))
-    assert [len(yb) for _, yb in got] == sizes
-    assert num_batches(10, batch_size, drop_last=drop_last) == len(sizes)
-    if got:
-        np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), Y[: sum(sizes)])
-        for xb, yb in got:  # rows stay paired with their labels
-            np.testing.assert_array_equal(np.asarray(xb), X[np.asarray(yb)])
-
-
-def test_shuffling_is_a_permutation_fixed_by_the_key():
-    key = jax.random.key(7)
-    first = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
-    again = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
-    other = np.concatenate([yb for _, yb in batches(X, Y, 3, key=jax.random.key(8))])
-    np.testing.assert_array_equal(first, again)
-    np.testing.assert_array_equal(np.sort(first), Y)
-    assert not np.array_equal(first, Y) and not np.array_equal(first, other)
-    np.testing.assert_array_equal(first, np.asarray(jax.random.permutation(key, 10)))
-
-
-def test_batches_accept_jax_arrays():
-    got = list(batches(jax.numpy.asarray(X), jax.numpy.asarray(Y), 5))
-    assert all(isinstance(xb, jax.Array) for xb, _ in got)
-    np.testing.assert_array_equal(got[1][0], X[5:])
-
-
-@pytest.mark.parametrize(
-    ("x", "y", "size", "error", "match"),
-    [
-        (X, Y[:9], 4, ValueError, r"the same N; got x \(10, 3\) and y \(9,\)"),
-        (X, Y.reshape(5, 2), 4, ValueError, r"y \(N,\), the same N; got x \(10, 3\) and y \(5, 2\)"),
-        (X, np.where(Y == 3, 10, Y), 4, ValueError, "found 10 at index 3"),
-        (X, Y.astype(np.float32), 4, TypeError, "integer dtype"),
-        (np.where(X == 4, np.nan, X), Y, 4, ValueError, r"x must be finite.*index \(1, 1\)"),
-        (X, Y, 0, ValueError, "batch_size must be positive; got 0"),
-    ],
-)
-def test_batches_refuse_bad_input(x, y, size, error, match):
-    with pytest.raises(error, match=match):
-        next(batches(x, y, size))
-
-
-def test_check_dataset_names_the_problem():
-    data.check_dataset(np.zeros((4, 2, 2)), np.arange(4))  # any trailing shape by default
-    with pytest.raises(ValueError, match=r"val_x must be \(N, D\) and val_y \(N,\), the same N; got val_x"):
-        data.check_dataset(np.zeros((4, 2, 2)), np.arange(4), name="val_", flat=True)
-    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\); found 3 at index 3"):
-        data.check_dataset(np.zeros((4, 2)), np.arange(4), num_classes=3)
-    with pytest.raises(ValueError, match=r"x must be finite; found 1 non-finite value\(s\).* \(2, 0\)"):
-        data.check_dataset(np.array([[0.0], [1.0], [np.inf]]), np.arange(3))
-
-
-def test_shuffle_permutes_pairs_together_and_follows_the_key():
-    x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)  # row i holds 3i, 3i+1, 3i+2
-    y = np.arange(50, dtype=np.int32)
-    xs, ys = (np.asarray(a) for a in data.shuffle(jax.random.key(3), x, y))
-    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(ys, y)  # a real permutation
-    np.testing.assert_array_equal(xs, x[ys])  # each image travelled with its label
-    again = np.asarray(data.shuffle(jax.random.key(3), x, y)[1])
-    other = np.asarray(data.shuffle(jax.random.key(4), x, y)[1])
-    assert np.array_equal(again, ys) and not np.array_equal(other, ys)

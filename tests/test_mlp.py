@@ -28,16 +28,22 @@ def test_forward_matches_float64_numpy(sizes, activation):
     x = jax.random.uniform(jax.random.key(2), (9, sizes[0]))
     got = forward(params, x, activation)
     assert got.shape == (9, sizes[-1]) and got.dtype == jnp.float32
-    np.testing.assert_allclose(got, np_forward(params, x, activation), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        got, np_forward(params, x, activation), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_single_example_batch_and_vmap_agree():
     params = init_params([784, 128, 10], jax.random.PRNGKey(516))
     x = jax.random.uniform(jax.random.key(0), (16, 784))
     batched = forward(params, x)
-    np.testing.assert_allclose(jax.vmap(lambda xi: forward(params, xi))(x), batched, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(lambda xi: forward(params, xi))(x), batched, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(forward(params, x[3]), batched[3], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jax.jit(forward)(params, x), batched, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(forward)(params, x), batched, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_init_is_reproducible_and_accepts_both_key_kinds():
@@ -48,14 +54,19 @@ def test_init_is_reproducible_and_accepts_both_key_kinds():
     for (Wa, ba), (Wb, bb), (Wt, _) in zip(a, b, typed, strict=True):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)
-        np.testing.assert_array_equal(Wa, Wt)  # key(516) and PRNGKey(516) hold the same bits
+        np.testing.assert_array_equal(
+            Wa, Wt
+        )  # key(516) and PRNGKey(516) hold the same bits
     assert not np.array_equal(a[0][0], c[0][0])
 
 
 @pytest.mark.parametrize(
     ("scheme", "std", "bias_zero"),
-    [("normal", lambda i, o: 0.02, False), ("he", lambda i, o: np.sqrt(2 / i), True),
-     ("xavier", lambda i, o: np.sqrt(2 / (i + o)), True)],
+    [
+        ("normal", lambda i, o: 0.02, False),
+        ("he", lambda i, o: np.sqrt(2 / i), True),
+        ("xavier", lambda i, o: np.sqrt(2 / (i + o)), True),
+    ],
 )
 def test_init_statistics(scheme, std, bias_zero):
     sizes = [600, 400, 300]
@@ -74,14 +85,22 @@ def test_scale_only_affects_the_normal_scheme():
     k = jax.random.key(4)
     big, small = init_params([3, 2], k, scale=0.5), init_params([3, 2], k, scale=0.02)
     np.testing.assert_allclose(big[0][0], 25 * small[0][0], rtol=1e-6)
-    np.testing.assert_array_equal(init_params([3, 2], k, 0.5, scheme="he")[0][0],
-                                  init_params([3, 2], k, 0.02, scheme="he")[0][0])
+    np.testing.assert_array_equal(
+        init_params([3, 2], k, 0.5, scheme="he")[0][0],
+        init_params([3, 2], k, 0.02, scheme="he")[0][0],
+    )
 
 
 @pytest.mark.parametrize(
     ("sizes", "match"),
-    [([784], "at least 2 entries"), ([], "at least 2 entries"), ([784, 0, 10], "got 0 at position 1"),
-     ([784, -3], "got -3 at position 1"), ([784, 12.5], "got 12.5"), ([784, True], "got True")],
+    [
+        ([784], "at least 2 entries"),
+        ([], "at least 2 entries"),
+        ([784, 0, 10], "got 0 at position 1"),
+        ([784, -3], "got -3 at position 1"),
+        ([784, 12.5], "got 12.5"),
+        ([784, True], "got True"),
+    ],
 )
 def test_init_refuses_bad_sizes(sizes, match):
     with pytest.raises(ValueError, match=match):
@@ -89,19 +108,26 @@ def test_init_refuses_bad_sizes(sizes, match):
 
 
 def test_init_refuses_unknown_scheme():
-    with pytest.raises(ValueError, match=r"unknown scheme 'kaiming'; choose one of \['he', 'normal', 'x"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown scheme 'kaiming'; choose one of \['he', 'normal', 'x",
+    ):
         init_params([3, 2], jax.random.key(0), scheme="kaiming")
 
 
 def test_forward_refuses_bad_input():
     params = init_params([784, 128, 10], jax.random.key(0))
-    with pytest.raises(ValueError, match=r"input size 784; got x of shape \(4, 28, 28\)"):
+    with pytest.raises(
+        ValueError, match=r"input size 784; got x of shape \(4, 28, 28\)"
+    ):
         forward(params, jnp.zeros((4, 28, 28)))
     with pytest.raises(ValueError, match=r"input size 784; got x of shape \(\)"):
         forward(params, jnp.float32(1.0))
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         forward(params, jnp.zeros(784), activation="gelu")
-    with pytest.raises(ValueError, match="layer 1 expects 64 inputs but layer 0 gives 128 outputs"):
+    with pytest.raises(
+        ValueError, match="layer 1 expects 64 inputs but layer 0 gives 128 outputs"
+    ):
         forward([params[0], (jnp.zeros((64, 10)), jnp.zeros(10))], jnp.zeros(784))
     with pytest.raises(ValueError, match="non-empty list"):
         forward([], jnp.zeros(784))
@@ -113,7 +139,9 @@ def test_accuracy_and_predict_against_numpy():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 50).astype(np.int32)
-    assert float(accuracy(logits, labels)) == pytest.approx(np.mean(logits.argmax(1) == labels))
+    assert float(accuracy(logits, labels)) == pytest.approx(
+        np.mean(logits.argmax(1) == labels)
+    )
     params = init_params([6, 4], jax.random.key(5))
     x = rng.normal(size=(8, 6)).astype(np.float32)
     np.testing.assert_array_equal(predict(params, x), np_forward(params, x).argmax(1))

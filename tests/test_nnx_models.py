@@ -28,7 +28,9 @@ def test_from_params_copies_so_training_cannot_delete_the_originals():
 
 def test_load_params_refuses_other_shapes():
     model = MLP([784, 64, 10], rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"layer shapes \[\(784, 128\), \(128, 10\)\]; this MLP has"):
+    with pytest.raises(
+        ValueError, match=r"layer shapes \[\(784, 128\), \(128, 10\)\]; this MLP has"
+    ):
         model.load_params(mlp.init_params([784, 128, 10], jax.random.key(0)))
 
 
@@ -39,7 +41,9 @@ def test_mlp_and_cnn_refuse_bad_shapes():
         MLP([784], rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         MLP([4, 2], rngs=nnx.Rngs(0), activation="gelu")
-    with pytest.raises(ValueError, match=r"\(B, 784\) or \(B, 28, 28, 1\); got \(2, 28, 28\)"):
+    with pytest.raises(
+        ValueError, match=r"\(B, 784\) or \(B, 28, 28, 1\); got \(2, 28, 28\)"
+    ):
         CNN(rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28)))
 
 
@@ -48,7 +52,9 @@ def test_cnn_shapes_parameters_and_layouts():
     x = jax.random.uniform(jax.random.key(0), (3, 784))
     np.testing.assert_array_equal(model(x), model(x.reshape(3, 28, 28, 1)))
     count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    assert count == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3136 * 256 + 256) + (256 * 10 + 10)
+    assert count == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3136 * 256 + 256) + (
+        256 * 10 + 10
+    )
 
 
 def test_cnn_against_an_independent_convolution():
@@ -57,12 +63,22 @@ def test_cnn_against_an_independent_convolution():
 
     def reference(x):  # lax.conv_general_dilated + reduce_window, written out
         def conv(x, layer):
-            y = jax.lax.conv_general_dilated(x, layer.kernel[...], (1, 1), "SAME",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = jax.lax.conv_general_dilated(
+                x,
+                layer.kernel[...],
+                (1, 1),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
             return y + layer.bias[...]
 
         def pool(x):
-            return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4
+            return (
+                jax.lax.reduce_window(
+                    x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+                )
+                / 4
+            )
 
         h = pool(jax.nn.relu(conv(x, model.conv1)))
         h = pool(jax.nn.relu(conv(h, model.conv2))).reshape(2, -1)
@@ -79,4 +95,6 @@ def test_bfloat16_compute_keeps_float32_parameters():
     half.load_params(params)
     x = jax.random.uniform(jax.random.key(1), (16, 784))
     assert half.layers[0].kernel.dtype == jnp.float32 and half(x).dtype == jnp.bfloat16
-    np.testing.assert_allclose(half(x).astype(jnp.float32), model(x), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        half(x).astype(jnp.float32), model(x), rtol=0.05, atol=0.05
+    )

@@ -6,91 +6,59 @@ import pytest
 from conftest import blobs
 from flax import nnx
 
-from companion import mlp, nnx_training, training
+from companion import mlp, nnx_steps, nnx_training, optim
+from companion.loop import NonFiniteLossError
 from companion.nnx_models import MLP
-from companion.nnx_training import NonFiniteLossError, OptimizerConfig
-
-
-def test_schedule_values_against_the_formula():
-    cfg = OptimizerConfig(peak_lr=3e-3, warmup_steps=20, total_steps=220, end_lr=1e-4)
-    schedule = nnx_training.make_schedule(cfg)
-    for t in [0, 5, 19, 20, 21, 100, 219, 220, 500]:
-        if t < 20:
-            expected = 3e-3 * t / 20
-        else:
-            progress = min(t - 20, 200) / 200
-            expected = 1e-4 + (3e-3 - 1e-4) * 0.5 * (1 + np.cos(np.pi * progress))
-        assert float(schedule(t)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
-    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
-        nnx_training.make_schedule(OptimizerConfig(warmup_steps=10, total_steps=10))
-
-
-def test_optimizer_matches_numpy_adamw_with_clipping():
-    # no warmup: every compared step has a non-zero learning rate (a step at lr 0 would test nothing)
-    cfg = OptimizerConfig(peak_lr=0.1, warmup_steps=0, total_steps=10, weight_decay=0.01, clip_norm=0.5)
-    tx = nnx_training.make_tx(cfg)
-    params = {"w": jnp.array([1.0, -2.0, 3.0])}
-    state = tx.init(params)
-    p = np.array([1.0, -2.0, 3.0])
-    m = v = np.zeros(3)
-    grads = [np.array([0.3, -0.4, 1.2]), np.array([-0.1, 0.2, 0.05]), np.array([2.0, 0.1, -0.3])]
-    for t, g in enumerate(grads, start=1):
-        updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
-        params = optax.apply_updates(params, updates)
-        g = g * min(1.0, 0.5 / np.linalg.norm(g))  # clip by global norm
-        lr = 0.05 + 0.05 * np.cos(np.pi * (t - 1) / 10)  # cosine decay from 0.1 over 10 steps
-        assert lr > 0.05
-        m = 0.9 * m + 0.1 * g
-        v = 0.999 * v + 0.001 * g**2
-        mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)
-        p = p - lr * (mhat / (np.sqrt(vhat) + 1e-8) + 0.01 * p)
-        np.testing.assert_allclose(params["w"], p, rtol=1e-5, atol=1e-7)
-
-
-def test_train_step_with_sgd_equals_the_chapter_5_update():
-    x, y = blobs(64)
-    params = mlp.init_params([20, 16, 4], jax.random.key(0))
-    model = MLP.from_params(params)
-    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
-    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
-    loss = nnx_training.train_step(model, optimizer, metrics, guard, jnp.asarray(x), jnp.asarray(y))
-    expected, expected_loss = training.sgd_update(params, x, y, 0.1)
-    for layer, (W, b) in zip(model.layers, expected, strict=True):
-        np.testing.assert_allclose(layer.kernel[...], W, rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(layer.bias[...], b, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
-    computed = metrics.compute()
-    assert float(computed["loss"]) == pytest.approx(float(expected_loss), rel=1e-6)
-    grads = jax.grad(training.loss_fn)(params, x, y)
-    assert float(computed["grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
-    assert int(guard.first_bad_step[...]) == -1
+from companion.optim import OptimizerConfig
 
 
 def test_fit_overfits_one_batch_and_reports_history():
     x, y = blobs(32)
     model = MLP([20, 64, 4], rngs=nnx.Rngs(0))
-    cfg = OptimizerConfig(peak_lr=1e-2, warmup_steps=5, total_steps=200, weight_decay=0.0)
-    optimizer = nnx_training.make_optimizer(model, cfg)
-    history = nnx_training.fit(model, optimizer, x, y, epochs=200, batch_size=32, x_val=x, y_val=y,
-                               schedule=nnx_training.make_schedule(cfg), progress=False)
+    cfg = OptimizerConfig(
+        peak_lr=1e-2, warmup_steps=5, total_steps=200, weight_decay=0.0
+    )
+    optimizer = optim.make_optimizer(model, cfg)
+    history = nnx_training.fit(
+        model,
+        optimizer,
+        x,
+        y,
+        epochs=200,
+        batch_size=32,
+        x_val=x,
+        y_val=y,
+        schedule=optim.make_schedule(cfg),
+        progress=False,
+    )
     assert history.loss[-1] < 0.01 < history.loss[0]
     assert history.val_accuracy[-1] == 1.0
-    assert len(history.grad_norm) == len(history.learning_rate) == len(history.epoch_time) == 200
+    assert (
+        len(history.grad_norm)
+        == len(history.learning_rate)
+        == len(history.epoch_time)
+        == 200
+    )
     assert history.learning_rate[-1] == pytest.approx(0.0, abs=1e-9)
-    assert history.val_loss[-1] == pytest.approx(nnx_training.evaluate(model, x, y).loss, rel=1e-5)
+    assert history.val_loss[-1] == pytest.approx(
+        nnx_training.evaluate(model, x, y).loss, rel=1e-5
+    )
 
 
 def test_fit_fast_path_matches_the_readable_step():
     x, y = blobs(256)
     models = [MLP([20, 16, 4], rngs=nnx.Rngs(1)) for _ in range(2)]
     cfg = OptimizerConfig(peak_lr=1e-2, warmup_steps=2, total_steps=40)
-    opts = [nnx_training.make_optimizer(m, cfg) for m in models]
+    opts = [optim.make_optimizer(m, cfg) for m in models]
     nnx_training.fit(models[0], opts[0], x, y, epochs=2, batch_size=32, progress=False)
-    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
     for _ in range(2):
         for i in range(8):
-            xb, yb = jnp.asarray(x[i * 32:(i + 1) * 32]), jnp.asarray(y[i * 32:(i + 1) * 32])
-            nnx_training.train_step(models[1], opts[1], metrics, guard, xb, yb)
+            xb, yb = (
+                jnp.asarray(x[i * 32 : (i + 1) * 32]),
+                jnp.asarray(y[i * 32 : (i + 1) * 32]),
+            )
+            nnx_steps.guarded_train_step(models[1], opts[1], metrics, guard, xb, yb)
     leaves = [jax.tree.leaves(nnx.state(m)) for m in models]
     for a, b in zip(*leaves, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -99,22 +67,41 @@ def test_fit_fast_path_matches_the_readable_step():
 def test_guard_stops_training_and_keeps_the_last_finite_parameters():
     x, y = blobs(256)
     model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
-    optimizer = nnx_training.make_optimizer(model, optax.sgd(1e30))  # the first update overflows
+    optimizer = optim.make_optimizer(
+        model, optax.sgd(1e30)
+    )  # the first update overflows
     before = [np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
-    with pytest.raises(NonFiniteLossError, match=r"diverged at optimizer step 0 \(epoch 1\).*non-finite"):
-        nnx_training.fit(model, optimizer, x, y, epochs=3, batch_size=16, check_every=4, progress=False)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"diverged at optimizer step 0 \(epoch 1\).*non-finite",
+    ):
+        nnx_training.fit(
+            model,
+            optimizer,
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            check_every=4,
+            progress=False,
+        )
     after = [np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
     for a, b in zip(before, after, strict=True):  # every step was undone
         np.testing.assert_array_equal(a, b)
 
-    # a NaN batch that bypassed validation (train_step trusts its inputs): recorded and undone
+    # a NaN batch that bypassed validation (train_step trusts its inputs): recorded and
+    # undone
     model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
-    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
-    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
+    optimizer = optim.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
     good, bad = jnp.asarray(x[:16]), jnp.asarray(x[:16]).at[0, 0].set(jnp.nan)
-    nnx_training.train_step(model, optimizer, metrics, guard, good, jnp.asarray(y[:16]))
+    nnx_steps.guarded_train_step(
+        model, optimizer, metrics, guard, good, jnp.asarray(y[:16])
+    )
     kept = [np.asarray(p) for p in jax.tree.leaves(nnx.state((model, optimizer)))]
-    nnx_training.train_step(model, optimizer, metrics, guard, bad, jnp.asarray(y[:16]))
+    nnx_steps.guarded_train_step(
+        model, optimizer, metrics, guard, bad, jnp.asarray(y[:16])
+    )
     assert int(guard.first_bad_step[...]) == 1 and np.isnan(float(guard.bad_loss[...]))
     for a, b in zip(kept, jax.tree.leaves(nnx.state((model, optimizer))), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -134,34 +121,61 @@ def test_evaluate_against_numpy():
 def test_bad_input():
     x, y = blobs(64)
     model = MLP([20, 4], rngs=nnx.Rngs(0))
-    opt = nnx_training.make_optimizer(model, optax.sgd(0.1))
+    opt = optim.make_optimizer(model, optax.sgd(0.1))
     with pytest.raises(ValueError, match="found 11 at index 2"):
-        nnx_training.fit(model, opt, x, np.where(np.arange(64) == 2, 11, y), epochs=1, batch_size=8,
-                         progress=False)
+        nnx_training.fit(
+            model,
+            opt,
+            x,
+            np.where(np.arange(64) == 2, 11, y),
+            epochs=1,
+            batch_size=8,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="x must be finite"):
         nnx_training.evaluate(model, np.full_like(x, np.nan), y)
     with pytest.raises(ValueError, match="larger than the 64 examples"):
         nnx_training.fit(model, opt, x, y, epochs=1, batch_size=100, progress=False)
     with pytest.raises(ValueError, match="both x_val and y_val"):
-        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, y_val=y, progress=False)
+        nnx_training.fit(
+            model, opt, x, y, epochs=1, batch_size=8, y_val=y, progress=False
+        )
     with pytest.raises(ValueError, match="start_epoch"):
-        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, start_epoch=2, progress=False)
+        nnx_training.fit(
+            model, opt, x, y, epochs=1, batch_size=8, start_epoch=2, progress=False
+        )
     with pytest.raises(ValueError, match=r"check_every must be at least 1 .*; got 0"):
-        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=8, check_every=0, progress=False)
+        nnx_training.fit(
+            model, opt, x, y, epochs=1, batch_size=8, check_every=0, progress=False
+        )
     with pytest.raises(ValueError, match="batch_size must be positive; got 0"):
         nnx_training.evaluate(model, x, y, batch_size=0)
-    with pytest.raises(ValueError, match=r"y must lie in \[0, 4\); found 4"):  # the model's 4 classes
+    with pytest.raises(
+        ValueError, match=r"y must lie in \[0, 4\); found 4"
+    ):  # the model's 4 classes
         nnx_training.evaluate(model, x[:2], np.array([0, 4]))
 
 
 def test_labels_are_checked_against_the_models_own_classes():
     x, y = blobs(n=240, classes=12)
     model = MLP([20, 16, 12], rngs=nnx.Rngs(0))
-    opt = nnx_training.make_optimizer(model, optax.adam(1e-2))
-    history = nnx_training.fit(model, opt, x, y, epochs=2, batch_size=40, x_val=x, y_val=y, progress=False)
+    opt = optim.make_optimizer(model, optax.adam(1e-2))
+    history = nnx_training.fit(
+        model, opt, x, y, epochs=2, batch_size=40, x_val=x, y_val=y, progress=False
+    )
     assert len(history.val_accuracy) == 2 and nnx_training.num_classes(model, x) == 12
-    with pytest.raises(ValueError, match=r"y must lie in \[0, 12\); found 12 at index 1"):
-        nnx_training.fit(model, opt, x[:40], np.r_[0, 12, y[2:40]], epochs=1, batch_size=40, progress=False)
+    with pytest.raises(
+        ValueError, match=r"y must lie in \[0, 12\); found 12 at index 1"
+    ):
+        nnx_training.fit(
+            model,
+            opt,
+            x[:40],
+            np.r_[0, 12, y[2:40]],
+            epochs=1,
+            batch_size=40,
+            progress=False,
+        )
 
 
 def test_num_classes_does_not_call_the_model():
@@ -179,20 +193,6 @@ def test_num_classes_does_not_call_the_model():
     assert int(model.calls[...]) == 0
 
 
-def test_guard_names_the_first_bad_step_not_a_later_one():
-    x, y = blobs(64)
-    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
-    optimizer = nnx_training.make_optimizer(model, optax.sgd(0.1))
-    metrics, guard = nnx_training.make_metrics(), nnx_training.NonFiniteGuard()
-    xb, yb = jnp.asarray(x[:16]), jnp.asarray(y[:16])
-    nan_xb = xb.at[3, 2].set(jnp.nan)
-    # steps: good (0), good (1), bad at step 2 (undone), good (2), good (3), bad at step 4 (undone)
-    for batch in (xb, xb, nan_xb, xb, xb, nan_xb):
-        nnx_training.train_step(model, optimizer, metrics, guard, batch, yb)
-    assert int(optimizer.step[...]) == 4  # the two bad steps did not count
-    assert int(guard.first_bad_step[...]) == 2
-
-
 def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
     x, y = blobs(64)
     seen = []
@@ -205,9 +205,19 @@ def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
     monkeypatch.setattr(nnx_training, "shuffle", recording_shuffle)
     model = MLP([20, 4], rngs=nnx.Rngs(0))
     key = jax.random.key(7)
-    nnx_training.fit(model, nnx_training.make_optimizer(model, optax.sgd(0.1)), x, y, epochs=3, batch_size=16,
-                     key=key, progress=False)
-    expected = [np.asarray(jax.random.key_data(jax.random.fold_in(key, e))) for e in range(3)]
+    nnx_training.fit(
+        model,
+        optim.make_optimizer(model, optax.sgd(0.1)),
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        key=key,
+        progress=False,
+    )
+    expected = [
+        np.asarray(jax.random.key_data(jax.random.fold_in(key, e))) for e in range(3)
+    ]
     assert len(seen) == 3 and len({s.tobytes() for s in seen}) == 3
     for got, want in zip(seen, expected, strict=True):
         np.testing.assert_array_equal(got, want)

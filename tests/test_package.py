@@ -8,27 +8,36 @@ LIGHT = "import sys; from companion import {module}; print(sorted(m for m in {he
 
 def _loaded(module: str, heavy: tuple[str, ...]) -> str:
     code = LIGHT.format(module=module, heavy=heavy)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
 def test_import_companion_does_not_import_torch():
     code = "import sys, companion, companion.data; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
 def test_the_early_chapters_modules_load_no_training_libraries():
-    # chapters 2-4 start with these: they must not pay for flax, optax, orbax, matplotlib or torch
+    # chapters 2-4 start with these: they must not pay for flax, optax, orbax,
+    # matplotlib or torch
     heavy = ("flax", "optax", "orbax", "matplotlib", "torch", "torchvision")
     for module in ("mlp", "data", "losses", "backprop"):
         assert _loaded(module, heavy) == "[]", module
 
 
 def test_submodules_load_on_first_use():
-    code = ("import sys, companion; before = 'companion.nnx_models' in sys.modules; "
-            "m = companion.nnx_models; print(before, m is sys.modules['companion.nnx_models'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, companion; before = 'companion.nnx_models' in sys.modules; "
+        "m = companion.nnx_models; print(before, m is sys.modules['companion.nnx_models'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False True"
 
 
@@ -37,7 +46,10 @@ def test_every_listed_module_is_importable_and_nothing_else_is_offered():
     import pkgutil
 
     on_disk = {m.name for m in pkgutil.iter_modules(companion.__path__)}
-    commands = {"bench", "startup"}  # `python -m` entry points, not part of the import surface
+    commands = {
+        "bench",
+        "startup",
+    }  # `python -m` entry points, not part of the import surface
     assert set(companion.__all__) == on_disk - commands
     for name in companion.__all__:
         assert getattr(companion, name) is importlib.import_module(f"companion.{name}")

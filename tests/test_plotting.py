@@ -21,15 +21,20 @@ def _render(path):
 
 
 def test_the_book_style_shows_in_a_rendered_figure(tmp_path):
-    # What a reader sees, not what rcParams say: the saved image, the line colour, the spines.
+    # What a reader sees, not what rcParams say: the saved image, the line colour, the
+    # spines.
     _, _, plain = _render(tmp_path / "plain.png")
     use_book_style()
     line, ax, styled = _render(tmp_path / "styled.png")
-    assert plain[0, 0, 3] == 1.0 and styled[0, 0, 3] == 0.0  # transparent background: light and dark pages
+    assert (
+        plain[0, 0, 3] == 1.0 and styled[0, 0, 3] == 0.0
+    )  # transparent background: light and dark pages
     assert mpl.colors.to_hex(line.get_color()) == "#1f77b4"
     assert not ax.spines["top"].get_visible() and not ax.spines["right"].get_visible()
     assert ax.xaxis.label.get_color() == "#808080" and ax.get_legend() is None
-    assert {k for k in BOOK_STYLE} <= set(mpl.rcParams)  # every key is a real matplotlib setting
+    assert {k for k in BOOK_STYLE} <= set(
+        mpl.rcParams
+    )  # every key is a real matplotlib setting
 
 
 @pytest.mark.parametrize("shape", [(10, 784), (10, 28, 28)])
@@ -47,7 +52,11 @@ def test_digit_grid_draws_each_image_with_its_label(shape):
 
 
 def test_digit_grid_refuses_bad_shapes():
-    with pytest.raises(ValueError, match=r"\(K, 784\) or \(K, 28, 28\); got \(3, 100\)"):
+    with pytest.raises(
+        ValueError, match=r"\(K, 784\) or \(K, 28, 28\); got \(3, 100\)"
+    ):
         digit_grid(np.zeros((3, 100)), [0, 1, 2])
-    with pytest.raises(ValueError, match=r"one label per image: 3 images, labels \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"one label per image: 3 images, labels \(2,\)"
+    ):
         digit_grid(np.zeros((3, 784)), [0, 1])

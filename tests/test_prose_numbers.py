@@ -1,15 +1,18 @@
-"""No run- or data-dependent number is typed into a chapter's prose: it is glued from the run.
+"""No run- or data-dependent number is typed into a chapter's prose: it is glued from
+the run.
 
-A number in the prose (outside code, math, roles such as ``{glue:text}`...```, and link targets)
-passes only if it is
+A number in the prose (outside code, math, roles such as ``{glue:text}`...```, and link
+targets) passes only if it is
 
-- a chapter reference ("chapter 4", "chapters 2–5", "the chapter-2 network") or a list marker;
+- a chapter reference ("chapter 4", "chapters 2–5", "the chapter-2 network") or a list
+  marker;
 - inside a blockquote: a quotation (the original article's numbers, marked as such);
 - a literal of the chapter's own code cells: a setting the reader sees in the code
   ("batches of 64" next to ``BATCH = 64``), which the code cannot silently contradict;
 - one of the fixed facts below, each with its reason.
 
-Accuracies, timings, ratios, losses and dataset sizes are none of these: they must be glued.
+Accuracies, timings, ratios, losses and dataset sizes are none of these: they must be
+glued.
 """
 
 from __future__ import annotations
@@ -45,24 +48,41 @@ NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
 
 
 def prose(text: str) -> str:
-    """The chapter's prose: code, math, roles, inline code, link targets and directives removed."""
+    """The chapter's prose: code, math, roles, inline code, link targets and directives
+    removed.
+    """
     text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # jupytext front matter
-    text = re.sub(r"^(```+|~~~+)[^\n]*\n.*?^\1\s*$", "", text, flags=re.S | re.M)  # cells, fences
+    text = re.sub(
+        r"^(```+|~~~+)[^\n]*\n.*?^\1\s*$", "", text, flags=re.S | re.M
+    )  # cells, fences
     text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)  # display math
     text = re.sub(r"\$[^$\n]+\$", "", text)  # inline math
-    text = re.sub(r"\{[\w:-]+\}`[^`]*`", "", text)  # roles: {glue:text}`x`, {doc}`x`, {cite}`x`
+    text = re.sub(
+        r"\{[\w:-]+\}`[^`]*`", "", text
+    )  # roles: {glue:text}`x`, {doc}`x`, {cite}`x`
     text = re.sub(r"`[^`]*`", "", text)  # inline code
     text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
-    text = re.sub(r"^:::?\{[^}]*\}.*$|^:[\w-]+:.*$", "", text, flags=re.M)  # directives, options
+    text = re.sub(
+        r"^:::?\{[^}]*\}.*$|^:[\w-]+:.*$", "", text, flags=re.M
+    )  # directives, options
     text = re.sub(r"^\s*>.*$", "", text, flags=re.M)  # blockquotes: quotations
-    text = re.sub(r"[Cc]hapters? \d+(?:\s*[–-]\s*\d+)?|chapter-\d+", "", text)  # chapter references
+    text = re.sub(
+        r"[Cc]hapters? \d+(?:\s*[–-]\s*\d+)?|chapter-\d+", "", text
+    )  # chapter references
     return re.sub(r"^\s*(?:\*\*)?\d+\.\s", "", text, flags=re.M)  # list markers
 
 
 def code_literals(md: Path) -> set[str]:
-    """Every numeric literal in the chapter's code cells, normalised (1_024 and 1,024 → 1024)."""
-    source = "\n".join(c.source for c in jupytext.read(md).cells if c.cell_type == "code")
-    return {_normal(n) for n in re.findall(r"(?<![\w.])\d[\d_]*(?:\.\d+)?(?:e-?\d+)?", source)}
+    """Every numeric literal in the chapter's code cells, normalised (1_024 and 1,024 →
+    1024).
+    """
+    source = "\n".join(
+        c.source for c in jupytext.read(md).cells if c.cell_type == "code"
+    )
+    return {
+        _normal(n)
+        for n in re.findall(r"(?<![\w.])\d[\d_]*(?:\.\d+)?(?:e-?\d+)?", source)
+    }
 
 
 def _normal(number: str) -> str:
@@ -71,7 +91,9 @@ def _normal(number: str) -> str:
 
 
 def typed_numbers(md: Path) -> list[tuple[str, str]]:
-    """(number, line) for each number in the prose that is neither glued, nor a setting, nor a fact."""
+    """(number, line) for each number in the prose that is neither glued, nor a setting,
+    nor a fact.
+    """
     allowed = code_literals(md) | {_normal(k) for k in FIXED_FACTS}
     found = []
     for line in prose(md.read_text()).splitlines():
@@ -85,8 +107,10 @@ def typed_numbers(md: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("md", CHAPTERS, ids=[md.stem for md in CHAPTERS])
 def test_no_typed_numbers_in_the_prose(md):
     typed = typed_numbers(md)
-    assert not typed, "numbers typed into the prose (glue them from the run, or make them settings):\n" + \
-        "\n".join(f"  {n!r} in: {line}" for n, line in typed)
+    assert not typed, (
+        "numbers typed into the prose (glue them from the run, or make them settings):\n"
+        + "\n".join(f"  {n!r} in: {line}" for n, line in typed)
+    )
 
 
 def test_the_check_finds_a_typed_number(tmp_path):

@@ -13,10 +13,15 @@ def test_a_probe_reports_its_time_and_the_files_it_touched():
 
 
 def test_measure_times_cold_and_warm_runs():
-    rows = startup.measure([startup.Probe("sleep", "time.sleep(0.05)", setup="import time")], cold=1, warm=2)
+    rows = startup.measure(
+        [startup.Probe("sleep", "time.sleep(0.05)", setup="import time")],
+        cold=1,
+        warm=2,
+    )
     (row,) = rows
     assert row.name == "sleep" and len(row.cold_runs) == 1 and len(row.warm_runs) == 2
-    # the probe times only its statement: at least the 50 ms it sleeps, never the interpreter start
+    # the probe times only its statement: at least the 50 ms it sleeps, never the
+    # interpreter start
     assert all(0.05 <= t < 5 for t in (*row.cold_runs, *row.warm_runs))
     table = startup.format_table(rows)
     assert table.splitlines()[1].startswith("sleep") and f"{row.warm:.3f}" in table
@@ -29,7 +34,9 @@ def test_evict_counts_the_files_it_could_open(tmp_path):
 
 
 def test_a_failing_probe_says_which_and_why():
-    with pytest.raises(RuntimeError, match=r"(?s)probe 'broken' failed:.*ZeroDivisionError"):
+    with pytest.raises(
+        RuntimeError, match=r"(?s)probe 'broken' failed:.*ZeroDivisionError"
+    ):
         startup._run(startup.Probe("broken", "1 / 0"))
 
 

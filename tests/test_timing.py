@@ -42,8 +42,13 @@ def test_compile_time_does_not_run_the_function():
     assert compile_time(lambda x: x, 1) is None
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"repeat": 0}, "repeat must be at least 1"),
-                                                ({"warmup": -1}, "warmup must be non-negative")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"repeat": 0}, "repeat must be at least 1"),
+        ({"warmup": -1}, "warmup must be non-negative"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         benchmark(lambda: None, **kwargs)

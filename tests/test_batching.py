@@ -1,0 +1,111 @@
+import jax
+import numpy as np
+import pytest
+
+from companion import batching
+from companion.batching import batches, num_batches
+
+# --- batches
+# ---------------------------------------------------------------------------------
+
+X = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+Y = np.arange(10, dtype=np.int32) % 10
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "drop_last", "sizes"),
+    [
+        (4, False, [4, 4, 2]),
+        (4, True, [4, 4]),
+        (10, False, [10]),
+        (20, False, [10]),
+        (20, True, []),
+    ],
+)
+def test_batches_sizes_and_order(batch_size, drop_last, sizes):
+    got = list(batches(X, Y, batch_size, drop_last=drop_last))
+    assert [len(yb) for _, yb in got] == sizes
+    assert num_batches(10, batch_size, drop_last=drop_last) == len(sizes)
+    if got:
+        np.testing.assert_array_equal(
+            np.concatenate([yb for _, yb in got]), Y[: sum(sizes)]
+        )
+        for xb, yb in got:  # rows stay paired with their labels
+            np.testing.assert_array_equal(np.asarray(xb), X[np.asarray(yb)])
+
+
+def test_shuffling_is_a_permutation_fixed_by_the_key():
+    key = jax.random.key(7)
+    first = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
+    again = np.concatenate([yb for _, yb in batches(X, Y, 3, key=key)])
+    other = np.concatenate([yb for _, yb in batches(X, Y, 3, key=jax.random.key(8))])
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(np.sort(first), Y)
+    assert not np.array_equal(first, Y) and not np.array_equal(first, other)
+    np.testing.assert_array_equal(first, np.asarray(jax.random.permutation(key, 10)))
+
+
+def test_batches_accept_jax_arrays():
+    got = list(batches(jax.numpy.asarray(X), jax.numpy.asarray(Y), 5))
+    assert all(isinstance(xb, jax.Array) for xb, _ in got)
+    np.testing.assert_array_equal(got[1][0], X[5:])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "size", "error", "match"),
+    [
+        (X, Y[:9], 4, ValueError, r"the same N; got x \(10, 3\) and y \(9,\)"),
+        (
+            X,
+            Y.reshape(5, 2),
+            4,
+            ValueError,
+            r"y \(N,\), the same N; got x \(10, 3\) and y \(5, 2\)",
+        ),
+        (X, np.where(Y == 3, 10, Y), 4, ValueError, "found 10 at index 3"),
+        (X, Y.astype(np.float32), 4, TypeError, "integer dtype"),
+        (
+            np.where(X == 4, np.nan, X),
+            Y,
+            4,
+            ValueError,
+            r"x must be finite.*index \(1, 1\)",
+        ),
+        (X, Y, 0, ValueError, "batch_size must be positive; got 0"),
+    ],
+)
+def test_batches_refuse_bad_input(x, y, size, error, match):
+    with pytest.raises(error, match=match):
+        next(batches(x, y, size))
+
+
+def test_check_dataset_names_the_problem():
+    batching.check_dataset(
+        np.zeros((4, 2, 2)), np.arange(4)
+    )  # any trailing shape by default
+    with pytest.raises(
+        ValueError,
+        match=r"val_x must be \(N, D\) and val_y \(N,\), the same N; got val_x",
+    ):
+        batching.check_dataset(
+            np.zeros((4, 2, 2)), np.arange(4), name="val_", flat=True
+        )
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\); found 3 at index 3"):
+        batching.check_dataset(np.zeros((4, 2)), np.arange(4), num_classes=3)
+    with pytest.raises(
+        ValueError, match=r"x must be finite; found 1 non-finite value\(s\).* \(2, 0\)"
+    ):
+        batching.check_dataset(np.array([[0.0], [1.0], [np.inf]]), np.arange(3))
+
+
+def test_shuffle_permutes_pairs_together_and_follows_the_key():
+    x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)  # row i holds 3i, 3i+1, 3i+2
+    y = np.arange(50, dtype=np.int32)
+    xs, ys = (np.asarray(a) for a in batching.shuffle(jax.random.key(3), x, y))
+    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(
+        ys, y
+    )  # a real permutation
+    np.testing.assert_array_equal(xs, x[ys])  # each image travelled with its label
+    again = np.asarray(batching.shuffle(jax.random.key(3), x, y)[1])
+    other = np.asarray(batching.shuffle(jax.random.key(4), x, y)[1])
+    assert np.array_equal(again, ys) and not np.array_equal(other, ys)

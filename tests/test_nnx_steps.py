@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import blobs
+from flax import nnx
+
+from companion import mlp, nnx_steps, optim, training
+from companion.nnx_models import MLP
+from companion.optim import OptimizerConfig
+
+
+def test_train_step_with_sgd_equals_the_chapter_5_update():
+    x, y = blobs(64)
+    params = mlp.init_params([20, 16, 4], jax.random.key(0))
+    model = MLP.from_params(params)
+    optimizer = optim.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
+    loss = nnx_steps.guarded_train_step(
+        model, optimizer, metrics, guard, jnp.asarray(x), jnp.asarray(y)
+    )
+    expected, expected_loss = training.sgd_update(params, x, y, 0.1)
+    for layer, (W, b) in zip(model.layers, expected, strict=True):
+        np.testing.assert_allclose(layer.kernel[...], W, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(layer.bias[...], b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    computed = metrics.compute()
+    assert float(computed["loss"]) == pytest.approx(float(expected_loss), rel=1e-6)
+    grads = jax.grad(training.loss_fn)(params, x, y)
+    assert float(computed["grad_norm"]) == pytest.approx(
+        float(optax.tree.norm(grads)), rel=1e-5
+    )
+    assert int(guard.first_bad_step[...]) == -1
+
+
+def test_the_readable_step_is_the_guarded_step_on_finite_data():
+    x, y = blobs(64)
+    models = [MLP([20, 16, 4], rngs=nnx.Rngs(2)) for _ in range(2)]
+    opts = [
+        optim.make_optimizer(
+            m, OptimizerConfig(peak_lr=1e-2, warmup_steps=1, total_steps=9)
+        )
+        for m in models
+    ]
+    metrics = [nnx_steps.make_metrics() for _ in models]
+    guard = nnx_steps.NonFiniteGuard()
+    step = nnx.jit(nnx_steps.train_step)  # the readable step, as the chapter jits it
+    for i in range(4):
+        xb, yb = (
+            jnp.asarray(x[i * 16 : (i + 1) * 16]),
+            jnp.asarray(y[i * 16 : (i + 1) * 16]),
+        )
+        step(models[0], opts[0], metrics[0], xb, yb)
+        nnx_steps.guarded_train_step(models[1], opts[1], metrics[1], guard, xb, yb)
+    for a, b in zip(
+        *(
+            jax.tree.leaves(nnx.state((m, o)))
+            for m, o in zip(models, opts, strict=True)
+        ),
+        strict=True,
+    ):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-5, atol=1e-7
+        )  # float32, jit vs eager rounding
+    for name, value in metrics[0].compute().items():
+        assert float(value) == pytest.approx(
+            float(metrics[1].compute()[name]), rel=1e-5
+        )
+    assert int(opts[0].step[...]) == 4
+
+
+def test_guard_names_the_first_bad_step_not_a_later_one():
+    x, y = blobs(64)
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    optimizer = optim.make_optimizer(model, optax.sgd(0.1))
+    metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
+    xb, yb = jnp.asarray(x[:16]), jnp.asarray(y[:16])
+    nan_xb = xb.at[3, 2].set(jnp.nan)
+    # steps: good (0), good (1), bad at step 2 (undone), good (2), good (3), bad at step
+    # 4 (undone)
+    for batch in (xb, xb, nan_xb, xb, xb, nan_xb):
+        nnx_steps.guarded_train_step(model, optimizer, metrics, guard, batch, yb)
+    assert int(optimizer.step[...]) == 4  # the two bad steps did not count
+    assert int(guard.first_bad_step[...]) == 2

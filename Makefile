@@ -23,12 +23,13 @@ CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 # pip prints one line per local index that lacks a package; they are noise, not problems.
 PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install data book browser notebooks test lint unit unit-lowest chapters lock clean
+.PHONY: help install data book browser notebooks test lint format unit unit-lowest chapters lock clean
 help:
 	@echo "make book       build the book (executes every chapter) into _build/html"
 	@echo "make test       lint, build the book, execute every chapter under nbmake, run pytest"
 	@echo "make notebooks  write the chapters as .ipynb into notebooks/ for running locally"
 	@echo "make lock       re-pin constraints.txt from the current .venv (after a tested upgrade)"
+	@echo "make format     format the package, the tests and the chapters' code cells (ruff, 88 columns)"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -71,8 +72,11 @@ _nbmake: $(CHAPTERS) | install
 	  $(BIN)/jupytext --quiet --to ipynb --update-metadata '{"jupytext": null}' -o $@/$$(basename $${md%.md}).ipynb $$md; \
 	done
 
+# The chapters' cells and the package at 88 columns (what a code cell shows without scrolling):
+# ruff's formatter, checked on the package, the tests and the chapters as notebooks.
 lint: install _nbmake
-	$(BIN)/ruff check . _nbmake
+	$(BIN)/ruff check . _nbmake/*.ipynb
+	$(BIN)/ruff format --check --diff companion tests book/_ext _nbmake/*.ipynb
 
 # Executed on CHAPTERS_DATA_DIR; its path is left in _nbmake/DATA_DIR for tests/test_chapters.py.
 chapters: install _nbmake
@@ -101,6 +105,10 @@ $(LOWEST_VENV)/.installed: pyproject.toml
 	touch $@
 
 test: lint book chapters unit unit-lowest
+
+format: install
+	$(BIN)/ruff format companion tests book/_ext
+	$(BIN)/jupytext --quiet --pipe "$(BIN)/ruff format -" $(CHAPTERS)
 
 lock: install
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt

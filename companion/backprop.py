@@ -1,15 +1,14 @@
-"""The backward pass of chapter 4, by hand: what ``jax.grad`` computes for the MLP,
-written out.
+"""The backward pass of chapter 4 by hand: what ``jax.grad`` computes for the MLP.
 
-For the loss ``cross_entropy(forward(params, x), labels)`` of an MLP with layers ``z^(l)
-= a^(l-1) W^(l) + b^(l)``, ``a^(l) = σ(z^(l))`` (linear last layer), backprop is
+For the loss ``cross_entropy(forward(params, x), labels)`` of an MLP with layers
+``z^(l) = a^(l-1) W^(l) + b^(l)``, ``a^(l) = σ(z^(l))`` (linear last layer), backprop is
 
 - output error: ``δ^(L) = (softmax(z^(L)) − onehot(y)) / B``
 - back one layer: ``δ^(l) = (δ^(l+1) W^(l+1)ᵀ) ⊙ σ′(z^(l))``
 - gradients: ``∇W^(l) = a^(l-1)ᵀ δ^(l)``, ``∇b^(l) = Σ_batch δ^(l)``
 
-(row-vector convention: examples are rows, so ``δ aᵀ`` of the column form becomes ``aᵀ
-δ``).
+(row-vector convention: examples are rows, so ``δ aᵀ`` of the column form becomes
+``aᵀ δ``).
 """
 
 from __future__ import annotations
@@ -37,8 +36,8 @@ __all__ = [
     "propagate",
 ]
 
-# The derivative σ′ of each of companion.mlp.ACTIVATIONS, written in terms of z and a =
-# σ(z) (tanh and sigmoid reuse the stored output instead of recomputing the
+# The derivative σ′ of each of companion.mlp.ACTIVATIONS, written in terms of z and
+# a = σ(z) (tanh and sigmoid reuse the stored output instead of recomputing the
 # exponential). Operators only, so they apply to numpy arrays as well as to JAX arrays.
 SigmaPrime = Callable[[jax.Array, jax.Array], jax.Array]
 DERIVATIVES: dict[str, SigmaPrime] = {
@@ -51,17 +50,15 @@ DERIVATIVES: dict[str, SigmaPrime] = {
 class Cache(NamedTuple):
     """What the forward pass keeps for the backward pass."""
 
-    inputs: list[
-        jax.Array
-    ]  # a^(0) = x, a^(1), ..., a^(L-1): the input of each layer, (B, n_in)
+    # a^(0) = x, a^(1), ..., a^(L-1): the input of each layer, (B, n_in)
+    inputs: list[jax.Array]
     pre: list[jax.Array]  # z^(1), ..., z^(L-1): hidden pre-activations, for σ′
     logits: jax.Array  # z^(L), (B, C)
 
 
 def _lookup(activation: str) -> tuple[Callable[[jax.Array], jax.Array], SigmaPrime]:
-    return mlp.get_activation(activation), DERIVATIVES[
-        activation
-    ]  # the name is checked by mlp
+    # the name is checked by mlp
+    return mlp.get_activation(activation), DERIVATIVES[activation]
 
 
 # The two kernels below are the chapter's equations and nothing else: no checks, and
@@ -71,10 +68,10 @@ def _lookup(activation: str) -> tuple[Callable[[jax.Array], jax.Array], SigmaPri
 
 
 def forward_layers(params: mlp.Params, x: ArrayLike, sigma: Callable) -> Cache:
-    """The forward pass, keeping each layer's input and pre-activation: ``x`` ``(B,
-    n_in)``, no checks.
+    """The forward pass, keeping each layer's input and pre-activation; no checks.
 
-    Use :func:`forward_with_cache` on raw input; this kernel trusts its arguments.
+    ``x`` is a batch ``(B, n_in)``. Use :func:`forward_with_cache` on raw input; this
+    kernel trusts its arguments.
     """
     inputs, pre, a = [], [], x
     for W, b in params[:-1]:
@@ -90,8 +87,7 @@ def forward_layers(params: mlp.Params, x: ArrayLike, sigma: Callable) -> Cache:
 def propagate(
     params: mlp.Params, cache: Cache, delta: ArrayLike, sigma_prime: SigmaPrime
 ) -> mlp.Params:
-    """Back-propagate the output error ``δ^(L)`` ``(B, C)`` through every layer: the
-    ``(∇W, ∇b)`` s.
+    """Back-propagate the output error ``δ^(L)`` ``(B, C)``: each layer's ``(∇W, ∇b)``.
 
     ``δ^(L) = ∂L/∂z^(L)`` is where the loss enters (see :func:`backward`); from there
     the recursion is the same for any loss. No checks: use :func:`backward` on raw
@@ -103,9 +99,10 @@ def propagate(
         # ∇W = aᵀδ: (n_in, n_out);  ∇b = Σ_batch δ: (n_out,)
         grads.append((cache.inputs[layer].T @ delta, delta.sum(axis=0)))
         if layer > 0:
+            # δWᵀ ⊙ σ′(z)
             delta = (delta @ W.T) * sigma_prime(
                 cache.pre[layer - 1], cache.inputs[layer]
-            )  # δWᵀ ⊙ σ′(z)
+            )
     return grads[::-1]
 
 
@@ -131,7 +128,8 @@ def forward_with_cache(
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != n_in:
         raise ValueError(
-            f"x must be (B, {n_in}) or ({n_in},), the first layer's input size; got {x.shape}"
+            f"x must be (B, {n_in}) or ({n_in},), the first layer's input size; "
+            f"got {x.shape}"
         )
     cache = forward_layers(params, x, sigma)
     return cache.logits, cache
@@ -140,8 +138,7 @@ def forward_with_cache(
 def backward(
     params: mlp.Params, cache: Cache, labels: ArrayLike, activation: str = "relu"
 ) -> mlp.Params:
-    """Gradients of the mean cross-entropy with respect to every ``W`` and ``b``, by
-    hand.
+    """Hand-computed gradients of the mean cross-entropy for every ``W`` and ``b``.
 
     Args:
         params: the parameters the cache was computed with.
@@ -170,8 +167,7 @@ def backward(
             f"labels must have shape ({batch},) to match the batch of the cache; "
             f"got {jnp.shape(labels)}"
         )
-    # ∂L/∂z^(L) for the mean cross-entropy: (softmax − onehot) / B, the only place the
-    # loss enters.
+    # ∂L/∂z^(L) of the mean cross-entropy, (softmax − onehot) / B: where the loss enters
     delta = (
         softmax(cache.logits)
         - jax.nn.one_hot(labels, num_classes, dtype=cache.logits.dtype)
@@ -182,8 +178,9 @@ def backward(
 def manual_grads(
     params: mlp.Params, x: ArrayLike, labels: ArrayLike, activation: str = "relu"
 ) -> mlp.Params:
-    """Gradients of ``cross_entropy(mlp.forward(params, x, activation), labels)``,
-    without autodiff.
+    """Gradients of the MLP's mean cross-entropy, computed by hand (no autodiff).
+
+    The loss is ``cross_entropy(mlp.forward(params, x, activation), labels)``.
 
     Examples:
         >>> params = mlp.init_params([4, 3, 2], jax.random.key(0), scheme="he")
@@ -206,13 +203,13 @@ def finite_difference_check(
     eps: float = 1e-6,
     key: jax.Array | None = None,
 ) -> float:
-    r"""Worst relative error between ``grads`` and central differences of ``f`` at
-    sampled coordinates.
+    r"""Check ``grads`` against central differences of ``f`` at sampled coordinates.
 
     .. math::
+
         \frac{\partial f}{\partial \theta_i}
-        \approx \frac{f(\theta + \varepsilon e_i) - f(\theta - \varepsilon
-        e_i)}{2\varepsilon}
+        \approx \frac{f(\theta + \varepsilon e_i)
+        - f(\theta - \varepsilon e_i)}{2\varepsilon}
 
     Everything inside runs in float64 (``jax.enable_x64``): in float32 the rounding
     error of the difference, about ``1e-7 / eps``, would swamp the comparison.

@@ -40,8 +40,7 @@ def check_dataset(
     num_classes: int = NUM_CLASSES,
     flat: bool = False,
 ) -> None:
-    """Raise unless ``(x, y)`` is a usable dataset: matching lengths, labels in range,
-    finite inputs.
+    """Raise unless ``(x, y)`` has matching lengths, labels in range and finite inputs.
 
     The one check every entry point runs once, before any training (inside ``jit`` it
     cannot).
@@ -70,7 +69,8 @@ def check_dataset(
     if not ok_x or len(ys) != 1 or ys[0] != xs[0]:
         wanted = "(N, D)" if flat else "(N, ...)"
         raise ValueError(
-            f"{name}x must be {wanted} and {name}y (N,), the same N; got {name}x {xs} and {name}y {ys}"
+            f"{name}x must be {wanted} and {name}y (N,), the same N; "
+            f"got {name}x {xs} and {name}y {ys}"
         )
     check_labels(
         y if isinstance(y, jax.Array) else np.asarray(y), num_classes, name=f"{name}y"
@@ -79,8 +79,7 @@ def check_dataset(
 
 
 def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
-    """The shuffling key of epoch ``epoch``: ``fold_in(key, epoch)`` (``None`` stays
-    ``None``).
+    """The shuffling key of an epoch: ``fold_in(key, epoch)`` (``None`` stays ``None``).
 
     A function of the epoch alone, not of a split sequence: a run resumed at epoch ``e``
     derives the same key as one that went straight through. Both training loops use it
@@ -91,8 +90,7 @@ def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
 
 @jax.jit
 def shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(x, y)`` in the order of ``jax.random.permutation(key, N)``, on the device (one
-    compiled gather).
+    """Shuffle ``(x, y)`` by ``jax.random.permutation(key, N)``, in one compiled gather.
 
     The key comes first, as in ``jax.random``; images and labels move together.
     """

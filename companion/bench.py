@@ -278,16 +278,20 @@ def format_table(rows: Sequence[Row], floor_seconds: float) -> str:
     the floor.
     """
     eager = next((r.seconds for r in rows if r.variant == "eager"), None)
-    header = f"{'variant':8s} {'s/epoch':>9s} {'× vs eager':>11s} {'× floor':>8s} {'epochs':>7s} {'loss':>8s}"
+    header = (
+        f"{'variant':8s} {'s/epoch':>9s} {'× vs eager':>11s} {'× floor':>8s} "
+        f"{'epochs':>7s} {'loss':>8s}"
+    )
     lines = [header]
     for r in rows:
         speedup = f"{eager / r.seconds:10.1f}×" if eager else f"{'—':>11s}"
         lines.append(
-            f"{r.variant:8s} {r.seconds:9.3f} {speedup} {r.seconds / floor_seconds:7.2f}× "
-            f"{r.epochs:7d} {r.loss:8.4f}"
+            f"{r.variant:8s} {r.seconds:9.3f} {speedup} "
+            f"{r.seconds / floor_seconds:7.2f}× {r.epochs:7d} {r.loss:8.4f}"
         )
     lines.append(
-        f"{'floor':8s} {floor_seconds:9.3f}   (epoch FLOPs / measured matmul throughput)"
+        f"{'floor':8s} {floor_seconds:9.3f}   "
+        "(epoch FLOPs / measured matmul throughput)"
     )
     return "\n".join(lines)
 
@@ -295,8 +299,8 @@ def format_table(rows: Sequence[Row], floor_seconds: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m companion.bench",
-        description="Seconds per epoch of SGD on the book's MLP, for every training variant, "
-        "with the speedup over JAX eager and the ratio to the compute floor.",
+        description="Seconds per epoch of SGD on the book's MLP, for every training "
+        "variant, with the speedup over JAX eager and the ratio to the compute floor.",
     )
     parser.add_argument(
         "--epochs",
@@ -360,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     floor = epoch_flops((784, 128, 10), len(y), args.batch_size) / matmul_throughput()
     print(
-        f"{source}, batch {args.batch_size}, {jax.device_count()} {jax.default_backend()} device(s), "
-        f"jax {jax.__version__}"
+        f"{source}, batch {args.batch_size}, "
+        f"{jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}"
     )
     print(format_table(rows, floor))
     return 0

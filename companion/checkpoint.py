@@ -1,5 +1,4 @@
-"""Saving and restoring an NNX model with its optimizer, with orbax-checkpoint (chapter
-6).
+"""Saving and restoring an NNX model and optimizer with orbax-checkpoint (chapter 6).
 
 Orbax writes each checkpoint into a temporary folder and renames it into place only when
 it is complete, so a half-written checkpoint (a crash, a full disk) is never listed and
@@ -71,9 +70,7 @@ class Checkpointer:
         )
 
     def steps(self) -> list[int]:
-        """The steps with a complete checkpoint, oldest first (after pending saves
-        finish).
-        """
+        """Steps with a complete checkpoint, oldest first, once pending saves finish."""
         self._manager.wait_until_finished()
         self._manager.reload()
         return sorted(self._manager.all_steps())
@@ -86,8 +83,7 @@ class Checkpointer:
     def restore(
         self, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None
     ) -> int:
-        """Load a checkpoint into ``model`` and ``optimizer`` (in place); returns its
-        step.
+        """Load a checkpoint into ``model`` and ``optimizer`` in place; return its step.
 
         The objects must have the structure of the saved ones (build them as before,
         then restore): their current state is the template that tells orbax the shapes

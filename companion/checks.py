@@ -19,9 +19,7 @@ __all__ = ["check_finite", "check_labels", "is_concrete"]
 
 
 def is_concrete(x: object) -> bool:
-    """True when ``x`` has concrete values (not an abstract tracer inside
-    ``jit``/``grad``/``vmap``).
-    """
+    """True unless ``x`` is an abstract tracer (inside ``jit``/``grad``/``vmap``)."""
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -62,13 +60,13 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
         where = np.argwhere(bad)[0]
         index = int(where[0]) if values.ndim == 1 else tuple(int(i) for i in where)
         raise ValueError(
-            f"{name} must lie in [0, {num_classes}); found {values[tuple(where)]} at index {index}"
+            f"{name} must lie in [0, {num_classes}); "
+            f"found {values[tuple(where)]} at index {index}"
         )
 
 
 def check_finite(x: ArrayLike, *, name: str = "input") -> None:
-    """Raise ``ValueError`` if a concrete ``x`` holds NaN or ±inf, saying how many and
-    where.
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN or ±inf: how many, and where.
 
     Examples:
         >>> check_finite([1.0, 2.0])

@@ -4,9 +4,9 @@ Data flow: IDX files on disk (torchvision's raw layout, ``<root>/MNIST/raw``) �
 :func:`load_mnist` (numpy, validated once) → :func:`companion.batching.batches` (JAX
 arrays) → a training step.
 
-Reading four IDX files needs only numpy (:func:`companion.idx.read_idx`); torchvision (and with it
-torch) is imported only to *download* MNIST when the files are missing, so loading takes
-a fraction of a second and ``import companion`` stays light.
+Reading four IDX files needs only numpy (:func:`companion.idx.read_idx`); torchvision
+(and with it torch) is imported only to *download* MNIST when the files are missing, so
+loading takes a fraction of a second and ``import companion`` stays light.
 """
 
 from __future__ import annotations
@@ -42,10 +42,8 @@ __all__ = [
 DATA_DIR_ENV = "COMPANION_DATA_DIR"
 NUM_CLASSES = 10
 IMAGE_SIZE = 28 * 28
-MNIST_FULL_SIZES = (
-    60_000,
-    10_000,
-)  # (train, test) of the official release, for reference only
+# (train, test) of the official release, for reference only
+MNIST_FULL_SIZES = (60_000, 10_000)
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -53,17 +51,16 @@ class DataUnavailableError(FileNotFoundError):
 
 
 class Split(NamedTuple):
-    """One split of a dataset: images ``x`` of shape ``(N, 784)`` and labels ``y`` of
-    shape ``(N,)``.
-    """
+    """One split of a dataset: images ``x`` ``(N, 784)`` and labels ``y`` ``(N,)``."""
 
     x: np.ndarray  # (N, 784) float32 in [0, 1]
     y: np.ndarray  # (N,) int32 in [0, 10)
 
 
 class MNISTData(NamedTuple):
-    """MNIST as loaded by :func:`load_mnist`; unpacks as ``(x_train, y_train), (x_test,
-    y_test)``.
+    """MNIST as loaded by :func:`load_mnist`: the ``train`` and ``test`` splits.
+
+    Unpacks as ``(x_train, y_train), (x_test, y_test)``.
     """
 
     train: Split
@@ -71,25 +68,22 @@ class MNISTData(NamedTuple):
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Where MNIST lives: ``root`` if given, else ``$COMPANION_DATA_DIR``, else
-    ``./data``.
-    """
+    """Where MNIST lives: ``root``, else ``$COMPANION_DATA_DIR``, else ``./data``."""
     if root is not None:
         return Path(root)
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env) if env else Path("data")
 
 
-RAW_FILES = {  # split → (images, labels), as torchvision lays them out in <root>/MNIST/raw/
+# split → (images, labels), as torchvision lays them out in <root>/MNIST/raw/
+RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 
 def _raw_path(root: Path, name: str) -> Path | None:
-    """The file ``name`` under ``root/MNIST/raw``, uncompressed or as ``name.gz``; None
-    if absent.
-    """
+    """``root/MNIST/raw/name``, uncompressed or as ``name.gz``; None if absent."""
     for candidate in (
         root / "MNIST" / "raw" / name,
         root / "MNIST" / "raw" / f"{name}.gz",
@@ -106,8 +100,7 @@ def _raw_files_present(root: Path) -> bool:
 
 
 def raw_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The four IDX files of the MNIST under ``root`` (default: :func:`data_root`),
-    train first.
+    """The four MNIST IDX files in ``root`` (default: :func:`data_root`), train first.
 
     Raises:
         DataUnavailableError: a file is missing; the message says where they must go.
@@ -133,9 +126,8 @@ def fingerprint(root: str | os.PathLike[str] | None = None) -> str:
     """
     digest = hashlib.sha256()
     for file in raw_files(root):
-        digest.update(
-            read_idx(file).tobytes()
-        )  # the values, not the bytes: .gz or not, same data
+        # the values, not the bytes: .gz or not, same data
+        digest.update(read_idx(file).tobytes())
     return digest.hexdigest()[:12]
 
 
@@ -153,10 +145,13 @@ def _unavailable(
         else "download=False, so no download was attempted"
     )
     return DataUnavailableError(
-        f"MNIST is not available: no files under {(root / 'MNIST' / 'raw').resolve()} and {tried}. "
+        f"MNIST is not available: no files under "
+        f"{(root / 'MNIST' / 'raw').resolve()} and {tried}. "
         f"Put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, uncompressed or .gz) in <root>/MNIST/raw/, "
-        f"or point the environment variable {DATA_DIR_ENV} at a folder that holds MNIST/raw/, "
+        f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, uncompressed or .gz) "
+        f"in <root>/MNIST/raw/, "
+        f"or point the environment variable {DATA_DIR_ENV} at a folder that holds "
+        f"MNIST/raw/, "
         f"or run once with internet access so torchvision can download it."
     )
 
@@ -168,8 +163,8 @@ def _to_split(images: np.ndarray, labels: np.ndarray, name: str) -> Split:
         )
     if labels.shape != (images.shape[0],):
         raise ValueError(
-            f"{name} needs one label per image: {images.shape[0]} images but labels of shape "
-            f"{labels.shape}"
+            f"{name} needs one label per image: {images.shape[0]} images but labels "
+            f"of shape {labels.shape}"
         )
     if images.shape[0] == 0:
         raise ValueError(f"{name} split is empty")
@@ -181,21 +176,20 @@ def _to_split(images: np.ndarray, labels: np.ndarray, name: str) -> Split:
 
 
 def _download(root: Path) -> None:
-    """Fetch MNIST into ``root/MNIST/raw`` through torchvision (the one use of torch
-    here).
-    """
+    """Fetch MNIST into ``root/MNIST/raw`` with torchvision: the one use of torch."""
     try:
         from torchvision.datasets import MNIST
     except ImportError as e:
         raise DataUnavailableError(
-            f"MNIST is not under {(root / 'MNIST' / 'raw').resolve()}, and downloading it needs "
-            f"torchvision: pip install 'companion[data]' (or torchvision), or put the four IDX files "
-            f"there yourself, or point {DATA_DIR_ENV} at a folder that holds MNIST/raw/."
+            f"MNIST is not under {(root / 'MNIST' / 'raw').resolve()}, "
+            f"and downloading it needs torchvision: "
+            f"pip install 'companion[data]' (or torchvision), "
+            f"or put the four IDX files there yourself, "
+            f"or point {DATA_DIR_ENV} at a folder that holds MNIST/raw/."
         ) from e
     for train in (True, False):
         try:
-            # torchvision prints one line per failed mirror; the error below says it
-            # all.
+            # torchvision prints a line per failed mirror; the error below says it all
             with contextlib.redirect_stdout(io.StringIO()):
                 MNIST(root=str(root), train=train, download=True)
         except (RuntimeError, OSError) as e:
@@ -207,8 +201,8 @@ def load_mnist(
 ) -> MNISTData:
     """Load MNIST from its IDX files as flat float32 images and int32 labels.
 
-    The files are read with numpy (:func:`companion.idx.read_idx`); torchvision is used only to
-    download them when they are missing. Sizes are whatever the files hold
+    The files are read with numpy (:func:`companion.idx.read_idx`); torchvision is used
+    only to download them when they are missing. Sizes are whatever the files hold
     (60,000/10,000 for the official release; a sample has fewer): never assume them,
     read ``len(data.train.y)``.
 
@@ -218,8 +212,8 @@ def load_mnist(
         download: let torchvision download the files when they are missing.
 
     Returns:
-        ``MNISTData(train=Split(x, y), test=Split(x, y))`` with ``x`` of shape ``(N,
-        784)``, float32 in [0, 1], and ``y`` of shape ``(N,)``, int32 in [0, 10).
+        ``MNISTData(train=Split(x, y), test=Split(x, y))`` with ``x`` of shape
+        ``(N, 784)``, float32 in [0, 1], and ``y`` of shape ``(N,)``, int32 in [0, 10).
 
     Raises:
         DataUnavailableError: the files are missing and could not be downloaded
@@ -233,9 +227,8 @@ def load_mnist(
         if not download:
             raise _unavailable(path, download=False)
         _download(path)
-        if not _raw_files_present(
-            path
-        ):  # pragma: no cover - torchvision changed its layout
+        # still missing after the download: torchvision changed its layout
+        if not _raw_files_present(path):  # pragma: no cover
             raise _unavailable(path, download=True)
     splits = []
     for split, (images, labels) in RAW_FILES.items():
@@ -250,8 +243,7 @@ def load_mnist(
 
 
 def describe(data: MNISTData, root: str | os.PathLike[str] | None = None) -> str:
-    """One line naming a loaded MNIST by its sizes and content fingerprint, never by its
-    path.
+    """One line naming a loaded MNIST by its sizes and fingerprint, never by its path.
 
     Examples:
         ``"the full MNIST (60,000 training / 10,000 test images, fingerprint
@@ -270,8 +262,7 @@ def is_full_mnist(data: MNISTData) -> bool:
 
 
 def main() -> int:
-    """``python -m companion.data``: load MNIST (downloading it if it can) and say
-    which, in one line.
+    """``python -m companion.data``: load MNIST, downloading it if it can; say which.
 
     Without the files and without internet it prints the :class:`DataUnavailableError`
     message alone, on stderr, and exits with status 2: ``make book`` runs it before

@@ -16,8 +16,7 @@ __all__ = ["read_idx"]
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (MNIST's format), plain or gzipped, as a uint8
-    array.
+    """Read MNIST's IDX format (unsigned bytes), plain or gzipped, as a uint8 array.
 
     The header is two zero bytes, a type byte (``0x08``: unsigned byte), the number of
     dimensions ``d``, then ``d`` big-endian uint32 sizes; the values follow, row-major.
@@ -53,7 +52,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(
-            f"{path} is truncated: its header needs {header} bytes, the file has {len(data)}"
+            f"{path} is truncated: its header needs {header} bytes, "
+            f"the file has {len(data)}"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(shape, dtype=np.int64))

@@ -52,9 +52,8 @@ class EpochStats(NamedTuple):
     """What one epoch of training reports to :func:`run`."""
 
     loss: float  # mean training loss over the epoch's steps
-    accuracy: float = (
-        math.nan
-    )  # running training accuracy (nan: measured after the epoch instead)
+    # running training accuracy (nan: measured after the epoch instead)
+    accuracy: float = math.nan
     grad_norm: float = math.nan  # mean global gradient norm (nan: not measured)
 
 
@@ -107,7 +106,8 @@ def check_fit_args(
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     if not 0 <= start_epoch <= epochs:
         raise ValueError(
-            f"need 0 <= start_epoch <= epochs; got start_epoch={start_epoch}, epochs={epochs}"
+            "need 0 <= start_epoch <= epochs; "
+            f"got start_epoch={start_epoch}, epochs={epochs}"
         )
     if has_x_val != has_y_val:
         raise ValueError("give both x_val and y_val, or neither")
@@ -131,7 +131,7 @@ def full_batches(n: int, batch_size: int) -> int:
 
 
 class Progress:
-    """A tqdm bar over the training steps of a run, with the latest figures beside it."""
+    """A tqdm bar over the training steps of a run, the latest figures beside it."""
 
     def __init__(self, total_steps: int, desc: str, enabled: bool):
         self._bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled)
@@ -168,11 +168,10 @@ def run(
     progress: bool = True,
     desc: str = "training",
 ) -> History:
-    """Run epochs ``start_epoch .. epochs - 1`` of ``train_epoch`` and record a
-    :class:`History`.
+    """Run epochs ``start_epoch .. epochs - 1`` of ``train_epoch``; return the History.
 
-    Epoch ``e`` gets the key :func:`companion.batching.epoch_key` ``(key, e)``: every epoch
-    a new shuffle, and the same one in a run that was interrupted and resumed at ``e``.
+    Epoch ``e`` gets the key :func:`companion.batching.epoch_key` ``(key, e)``: every
+    epoch a new shuffle, and the same one in a run interrupted and resumed at ``e``.
 
     Args:
         train_epoch: trains one epoch (see ``TrainEpoch``); only its time is
@@ -247,9 +246,7 @@ def evaluate_batches(
         loss_sum, right = batch_sums(
             x[start : start + batch_size], y[start : start + batch_size]
         )
-        total_loss, correct = (
-            total_loss + loss_sum,
-            correct + right,
-        )  # on the device: one sync at the end
+        # summed on the device: one sync at the end, not one per batch
+        total_loss, correct = total_loss + loss_sum, correct + right
     n = int(y.shape[0])
     return Metrics(float(total_loss) / n, int(correct) / n)

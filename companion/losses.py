@@ -1,5 +1,4 @@
-"""Losses of chapter 3: a numerically stable softmax, cross-entropy, MSE and an L2
-penalty.
+"""Chapter 3's losses: a numerically stable softmax, cross-entropy, MSE, an L2 penalty.
 
 Public functions take ``ArrayLike`` and return ``jax.Array``. :func:`cross_entropy` is
 the entry point a reader calls on raw input: it refuses float labels, labels out of
@@ -31,18 +30,19 @@ __all__ = [
 
 
 def _shifted(logits: jax.Array, axis: int) -> jax.Array:
-    # Subtracting the max leaves softmax unchanged (exp(z - m) / Σ exp(z - m) = exp(z) /
-    # Σ exp(z)) and makes the largest exponent exp(0) = 1: no overflow, and at least one
-    # term of the sum is 1, so the log of the sum never sees 0. stop_gradient: the shift
-    # is a constant, its gradient 0.
+    # Subtracting the max leaves softmax unchanged (exp(z - m) / Σ exp(z - m) =
+    # exp(z) / Σ exp(z)) and makes the largest exponent exp(0) = 1: no overflow, and at
+    # least one term of the sum is 1, so the log of the sum never sees 0.
+    # stop_gradient: the shift is a constant, its gradient 0.
     return logits - jax.lax.stop_gradient(jnp.max(logits, axis=axis, keepdims=True))
 
 
 def softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Probabilities from logits, computed without overflow.
 
-    .. math:: \mathrm{softmax}(z)_i = \frac{e^{z_i - \max_j z_j}}{\sum_k e^{z_k - \max_j
-    z_j}}
+    .. math::
+
+        \mathrm{softmax}(z)_i = \frac{e^{z_i - \max_j z_j}}{\sum_k e^{z_k - \max_j z_j}}
 
     Args:
         logits: any shape, e.g. ``(B, C)``.
@@ -63,8 +63,10 @@ def softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
 def log_softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Log-probabilities from logits, through a stable log-sum-exp.
 
-    .. math:: \log \mathrm{softmax}(z)_i = (z_i - m) - \log \sum_k e^{z_k - m}, \quad m
-    = \max_j z_j
+    .. math::
+
+        \log \mathrm{softmax}(z)_i = (z_i - m) - \log \sum_k e^{z_k - m},
+        \quad m = \max_j z_j
 
     Unlike ``log(softmax(z))``, this never takes the log of an underflowed 0: a very
     negative logit gives a large negative number, not ``-inf``.
@@ -87,7 +89,8 @@ def log_softmax(logits: ArrayLike, axis: int = -1) -> jax.Array:
 def _check_logits(logits: jax.Array) -> None:
     if logits.ndim < 1 or not jnp.issubdtype(logits.dtype, jnp.floating):
         raise TypeError(
-            f"logits must be a float array with a class axis; got {logits.dtype} {logits.shape}"
+            f"logits must be a float array with a class axis; "
+            f"got {logits.dtype} {logits.shape}"
         )
     check_finite(logits, name="logits")
 
@@ -123,8 +126,8 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
     _check_logits(logits)
     if jnp.shape(labels) != logits.shape[:-1]:
         raise ValueError(
-            f"logits and labels disagree on the batch: logits {logits.shape} need labels of shape "
-            f"{logits.shape[:-1]}, got {jnp.shape(labels)}"
+            f"logits and labels disagree on the batch: logits {logits.shape} "
+            f"need labels of shape {logits.shape[:-1]}, got {jnp.shape(labels)}"
         )
     check_labels(labels, logits.shape[-1])
     return jnp.mean(
@@ -135,8 +138,7 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
 def softmax_cross_entropy_with_integer_labels(
     logits: jax.Array, labels: jax.Array
 ) -> jax.Array:
-    r"""Per-example cross-entropy, ``-log softmax(z_n)[y_n]``: the kernel of
-    :func:`cross_entropy`.
+    r"""The kernel of :func:`cross_entropy`: per-example ``-log softmax(z_n)[y_n]``.
 
     optax's name and contract: one loss per example (average them yourself), and no
     check of the label *values* — this is what jitted training code calls on data
@@ -155,13 +157,14 @@ def softmax_cross_entropy_with_integer_labels(
         >>> logits = jnp.array([[2.0, 0.0], [0.0, 0.0]])
         >>> softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))
         Array([0.12692805, 0.6931472 ], dtype=float32)
-        >>> softmax_cross_entropy_with_integer_labels(jnp.array([[2.0, 0.0]]), jnp.array([2]))
+        >>> softmax_cross_entropy_with_integer_labels(logits[:1], jnp.array([2]))
         Array([nan], dtype=float32)
     """
     shapes_match = jnp.shape(labels) == jnp.shape(logits)[:-1]
     if not shapes_match or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(
-            f"need logits (..., C) and integer labels (...); got logits {jnp.shape(logits)} "
+            f"need logits (..., C) and integer labels (...); "
+            f"got logits {jnp.shape(logits)} "
             f"and labels {jnp.shape(labels)} of dtype {jnp.result_type(labels)}"
         )
     num_classes = jnp.shape(logits)[-1]
@@ -179,8 +182,10 @@ def softmax_cross_entropy_with_integer_labels(
 def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
     r"""Mean cross-entropy against target distributions (one-hot or soft labels).
 
-    .. math:: L = -\frac{1}{B}\sum_{n=1}^{B} \sum_{c=1}^{C} t_{nc} \log
-    \mathrm{softmax}(z_n)_c
+    .. math::
+
+        L = -\frac{1}{B}\sum_{n=1}^{B} \sum_{c=1}^{C} t_{nc}
+        \log \mathrm{softmax}(z_n)_c
 
     Args:
         logits: shape ``(B, C)``.
@@ -200,7 +205,8 @@ def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
     _check_logits(logits)
     if targets.shape != logits.shape:
         raise ValueError(
-            f"targets must have the shape of logits {logits.shape} (one-hot rows); got {targets.shape}"
+            f"targets must have the shape of logits {logits.shape} (one-hot rows); "
+            f"got {targets.shape}"
         )
     if not jnp.issubdtype(targets.dtype, jnp.floating):
         targets = targets.astype(logits.dtype)
@@ -225,7 +231,8 @@ def mse(pred: ArrayLike, target: ArrayLike) -> jax.Array:
     pred, target = jnp.asarray(pred), jnp.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(
-            f"pred and target must have the same shape; got {pred.shape} and {target.shape}"
+            f"pred and target must have the same shape; "
+            f"got {pred.shape} and {target.shape}"
         )
     return jnp.mean((pred - target) ** 2)
 

@@ -1,5 +1,4 @@
-"""The multilayer perceptron of chapter 2: parameters as a list of ``(W, b)``, and its
-forward pass.
+"""The MLP of chapter 2: parameters as a list of ``(W, b)``, and its forward pass.
 
 A layer computes ``a = σ(a_prev @ W + b)`` with ``W`` of shape ``(n_in, n_out)``, so a
 batch of row vectors ``(B, n_in)`` maps to ``(B, n_out)`` with one matrix product; the
@@ -41,23 +40,19 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
 }
 
-# Initialisation schemes: the standard deviation of W for a layer with n_in inputs,
-# n_out outputs.
+# Initialisation schemes: the standard deviation of W for n_in inputs, n_out outputs.
 SCHEMES: dict[str, Callable[[int, int, float], float]] = {
-    "normal": lambda n_in, n_out, scale: scale,  # the original tutorial: N(0, 1)·scale
-    "xavier": lambda n_in, n_out, scale: float(
-        np.sqrt(2.0 / (n_in + n_out))
-    ),  # Glorot & Bengio (2010)
-    "he": lambda n_in, n_out, scale: float(
-        np.sqrt(2.0 / n_in)
-    ),  # He et al. (2015), for ReLU
+    # the original tutorial: N(0, 1)·scale
+    "normal": lambda n_in, n_out, scale: scale,
+    # Glorot & Bengio (2010)
+    "xavier": lambda n_in, n_out, scale: float(np.sqrt(2.0 / (n_in + n_out))),
+    # He et al. (2015), for ReLU
+    "he": lambda n_in, n_out, scale: float(np.sqrt(2.0 / n_in)),
 }
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:
-    """``sizes`` as a list of ints; ``ValueError`` unless at least two positive
-    integers.
-    """
+    """``sizes`` as a list of ints; ``ValueError`` unless two or more positive ints."""
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(
@@ -72,9 +67,7 @@ def check_sizes(sizes: Sequence[int]) -> list[int]:
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The nonlinearity called ``name``; ``ValueError`` naming the choices for an
-    unknown one.
-    """
+    """The nonlinearity called ``name``; ``ValueError`` with the choices if unknown."""
     if name not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
@@ -126,12 +119,11 @@ def init_params(
 
 
 def check_params(params: Params) -> None:
-    """Raise ``ValueError`` unless ``params`` is a non-empty list of ``(W, b)`` with
-    chained shapes.
-    """
+    """Raise ``ValueError`` unless ``params`` is a non-empty chain of ``(W, b)``."""
     if not isinstance(params, list | tuple) or len(params) == 0:
         raise ValueError(
-            f"params must be a non-empty list of (W, b) pairs; got {type(params).__name__}"
+            f"params must be a non-empty list of (W, b) pairs; "
+            f"got {type(params).__name__}"
         )
     for i, layer in enumerate(params):
         if not isinstance(layer, list | tuple) or len(layer) != 2:
@@ -141,7 +133,8 @@ def check_params(params: Params) -> None:
         W, b = layer
         if jnp.ndim(W) != 2 or jnp.shape(b) != (jnp.shape(W)[1],):
             raise ValueError(
-                f"layer {i}: W must be (n_in, n_out) and b (n_out,); got W {jnp.shape(W)}, b {jnp.shape(b)}"
+                f"layer {i}: W must be (n_in, n_out) and b (n_out,); "
+                f"got W {jnp.shape(W)}, b {jnp.shape(b)}"
             )
         if i > 0 and jnp.shape(W)[0] != jnp.shape(params[i - 1][0])[1]:
             raise ValueError(
@@ -177,14 +170,14 @@ def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array
     n_in = jnp.shape(params[0][0])[0]
     if x.ndim == 0 or x.shape[-1] != n_in:
         raise ValueError(
-            f"x's last dimension must be the first layer's input size {n_in}; got x of shape {x.shape}"
+            f"x's last dimension must be the first layer's input size {n_in}; "
+            f"got x of shape {x.shape}"
         )
     return apply(params, x, activation)
 
 
 def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
-    """The forward pass of :func:`forward` without its checks: the kernel that training
-    code jits.
+    """The unchecked :func:`forward`: the kernel that training code jits.
 
     For parameters and inputs already validated (``fit`` checks them once); a wrong
     shape then fails inside JAX's matrix product rather than with :func:`forward`'s
@@ -192,7 +185,8 @@ def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
 
     Examples:
         >>> params = init_params([4, 3, 2], jax.random.key(0))
-        >>> bool(jnp.array_equal(apply(params, jnp.ones((5, 4))), forward(params, jnp.ones((5, 4)))))
+        >>> x = jnp.ones((5, 4))
+        >>> bool(jnp.array_equal(apply(params, x), forward(params, x)))
         True
     """
     sigma = get_activation(activation)
@@ -204,9 +198,7 @@ def apply(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
 
 
 def predict(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array:
-    """Predicted classes, the argmax of the logits: shape ``(B,)`` for ``x`` of shape
-    ``(B, n_in)``.
-    """
+    """The argmax of the logits: classes ``(B,)`` for ``x`` of shape ``(B, n_in)``."""
     return jnp.argmax(forward(params, x, activation), axis=-1)
 
 
@@ -221,14 +213,16 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
         A float32 scalar in [0, 1].
 
     Examples:
-        >>> accuracy(jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), jnp.array([0, 1, 1]))
+        >>> logits = jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+        >>> accuracy(logits, jnp.array([0, 1, 1]))
         Array(0.6666667, dtype=float32)
     """
     logits = jnp.asarray(logits)
     labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
     if logits.ndim != 2 or jnp.shape(labels) != logits.shape[:1]:
         raise ValueError(
-            f"need logits (B, C) and labels (B,); got logits {logits.shape} and labels {jnp.shape(labels)}"
+            f"need logits (B, C) and labels (B,); got logits {logits.shape} "
+            f"and labels {jnp.shape(labels)}"
         )
     check_labels(labels, logits.shape[-1])
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)

@@ -1,5 +1,4 @@
-"""The book's models as Flax NNX modules (chapter 6): the chapter-2 MLP, and a small
-CNN.
+"""The book's models in Flax NNX (chapter 6): the chapter-2 MLP, and a small CNN.
 
 An ``nnx.Module`` holds its parameters as attributes (``nnx.Param``); ``nnx.split``
 separates the static structure (a ``GraphDef``) from the arrays (a ``State``) so that
@@ -62,7 +61,8 @@ class MLP(nnx.Module):
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.sizes[0]:
             raise ValueError(
-                f"x's last dimension must be the input size {self.sizes[0]}; got {x.shape}"
+                f"x's last dimension must be the input size {self.sizes[0]}; "
+                f"got {x.shape}"
             )
         sigma = mlp.get_activation(self.activation)
         for layer in self.layers[:-1]:
@@ -70,8 +70,7 @@ class MLP(nnx.Module):
         return self.layers[-1](x)
 
     def load_params(self, params: mlp.Params) -> None:
-        """Copy chapter-2 parameters (a list of ``(W, b)``, ``W`` of shape ``(n_in,
-        n_out)``) in.
+        """Copy chapter-2 ``(W, b)`` pairs in, ``W`` of shape ``(n_in, n_out)``.
 
         ``nnx.Linear`` stores its ``kernel`` as ``(in_features, out_features)`` — the
         book's layout — so the copy needs no transpose.
@@ -84,8 +83,7 @@ class MLP(nnx.Module):
                 f"params have layer shapes {shapes}; this MLP has {expected}"
             )
         for layer, (W, b) in zip(self.layers, params, strict=True):
-            # copies: the model must not share buffers with `params` (training donates
-            # them)
+            # copies: the model must not share `params`' buffers (training donates them)
             layer.kernel[...] = jnp.array(W, layer.kernel.dtype, copy=True)
             layer.bias[...] = jnp.array(b, layer.bias.dtype, copy=True)
 
@@ -130,11 +128,9 @@ class CNN(nnx.Module):
                 f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}"
             )
         x = x.reshape(-1, 28, 28, 1)
-        x = nnx.avg_pool(
-            nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2)
-        )  # (B, 14, 14, 32)
-        x = nnx.avg_pool(
-            nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2)
-        )  # (B, 7, 7, 64)
+        # (B, 14, 14, 32)
+        x = nnx.avg_pool(nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))
+        # (B, 7, 7, 64)
+        x = nnx.avg_pool(nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)  # (B, 3136)
         return self.dense2(nnx.relu(self.dense1(x)))

@@ -3,15 +3,14 @@
 :func:`fit` runs :func:`companion.nnx_steps.guarded_train_step` (the four-line step of
 :func:`companion.nnx_steps.train_step` with a NaN guard). Wrapping a step in ``nnx.jit``
 works but re-walks the Python object graph on every call; :func:`fit` uses the fast path
-instead: ``nnx.split`` the model, optimizer and
-metrics once into a static ``GraphDef`` and a ``State`` of arrays, run a plain
-``jax.jit`` step on the state (donated), and ``nnx.update`` the objects at the end. The
-epochs, history, progress bar and NaN check are :func:`companion.loop.run`'s, shared
-with :func:`companion.training.fit`.
+instead: ``nnx.split`` the model, optimizer and metrics once into a static ``GraphDef``
+and a ``State`` of arrays, run a plain ``jax.jit`` step on the state (donated), and
+``nnx.update`` the objects at the end. The epochs, history, progress bar and NaN check
+are :func:`companion.loop.run`'s, shared with :func:`companion.training.fit`.
 
 A step that is not finite is undone by the guard; :func:`fit` raises
-:class:`~companion.loop.NonFiniteLossError` naming the first such step, at the next check
-(every ``check_every`` steps and at the end of each epoch).
+:class:`~companion.loop.NonFiniteLossError` naming the first such step, at the next
+check (every ``check_every`` steps and at the end of each epoch).
 """
 
 from __future__ import annotations
@@ -146,11 +145,11 @@ def fit(
 
     The loop is :func:`companion.loop.run`, shared with :func:`companion.training.fit`.
 
-    Each epoch shuffles with :func:`companion.batching.epoch_key` (``fold_in(key, epoch)``:
-    a run resumed at an epoch sees the same batches as one that went straight through),
-    takes ``N // batch_size`` full batches, evaluates on the validation data, and, with
-    a ``checkpointer`` (:class:`companion.checkpoint.Checkpointer`), saves model and
-    optimizer as step ``epoch + 1``.
+    Each epoch shuffles with :func:`companion.batching.epoch_key` (``fold_in(key,
+    epoch)``: a run resumed at an epoch sees the same batches as one that went straight
+    through), takes ``N // batch_size`` full batches, evaluates on the validation data,
+    and, with a ``checkpointer`` (:class:`companion.checkpoint.Checkpointer`), saves
+    model and optimizer as step ``epoch + 1``.
 
     Args:
         model: the NNX model; optimizer: its ``nnx.Optimizer`` (both updated in place).
@@ -178,15 +177,14 @@ def fit(
     )
     if check_every < 1:
         raise ValueError(
-            f"check_every must be at least 1 (steps between NaN checks); got {check_every}"
+            "check_every must be at least 1 (steps between NaN checks); "
+            f"got {check_every}"
         )
     _validate(x_train, y_train, model)
     if x_val is not None:
         _validate(x_val, y_val, model, name="val_")
-        x_val, y_val = (
-            jnp.asarray(x_val),
-            jnp.asarray(y_val),
-        )  # on the device once, for every epoch
+        # on the device once, for every epoch
+        x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)  # on the device once
     steps = full_batches(len(y_dev), batch_size)
     metrics, guard = make_metrics(), NonFiniteGuard()
@@ -198,7 +196,8 @@ def fit(
         nnx.update(objects, jax.tree.unflatten(treedef, leaves))
         bad = int(guard.first_bad_step[...])
         if bad >= 0:
-            what = f"loss {float(guard.bad_loss[...])}, gradient norm {float(guard.bad_grad_norm[...])}"
+            loss, norm = float(guard.bad_loss[...]), float(guard.bad_grad_norm[...])
+            what = f"loss {loss}, gradient norm {norm}"
             if bool(guard.bad_params[...]):
                 what += ", and the update made the parameters non-finite"
             raise diverged(

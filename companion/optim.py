@@ -26,9 +26,7 @@ class OptimizerConfig:
     end_lr: float = 0.0  # learning rate at the end of the decay
     # AdamW's decoupled decay: θ ← θ − lr·wd·θ, not added to the gradient
     weight_decay: float = 1e-4
-    clip_norm: float | None = (
-        1.0  # rescale gradients of a larger global norm (None: off)
-    )
+    clip_norm: float | None = 1.0  # rescale larger gradients to this norm (None: off)
 
 
 def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:

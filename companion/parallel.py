@@ -37,8 +37,7 @@ Step = Callable[[mlp.Params, jax.Array, jax.Array, float], tuple[mlp.Params, jax
 def make_mesh(
     n_devices: int | None = None, *, devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
-    """A one-dimensional mesh over the first ``n_devices`` of ``devices``, axis
-    ``"data"``.
+    """A 1-D mesh over the first ``n_devices`` of ``devices``, with axis ``"data"``.
 
     Args:
         n_devices: how many devices (default: all of ``devices``).
@@ -58,14 +57,14 @@ def make_mesh(
     n = len(pool) if n_devices is None else n_devices
     if not 1 <= n <= len(pool):
         raise ValueError(
-            f"n_devices must be between 1 and the {len(pool)} available device(s); got {n}"
+            f"n_devices must be between 1 and the {len(pool)} available device(s); "
+            f"got {n}"
         )
     return jax.make_mesh((n,), (AXIS,), axis_types=(AxisType.Auto,), devices=pool[:n])
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Place every array of ``batch`` (a pytree) on the mesh, split along its first
-    axis.
+    """Split every array of ``batch`` (a pytree) along its first axis over the mesh.
 
     Raises:
         ValueError: a leading dimension is not divisible by the number of devices (the
@@ -77,8 +76,9 @@ def shard_batch(batch, mesh: Mesh):
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[0] % n:
             raise ValueError(
-                f"a batch of {x.shape[0] if x.ndim else 'a scalar'} examples cannot be split evenly over "
-                f"{n} devices: use a batch size divisible by {n}"
+                f"a batch of {x.shape[0] if x.ndim else 'a scalar'} examples "
+                f"cannot be split evenly over {n} devices: "
+                f"use a batch size divisible by {n}"
             )
         return jax.device_put(x, NamedSharding(mesh, P(AXIS)))
 
@@ -91,12 +91,11 @@ def replicate(tree, mesh: Mesh):
 
 
 def data_parallel_sgd_step(mesh: Mesh) -> Step:
-    """The chapter-5 SGD step, jitted for a replicated ``params`` and a sharded ``(x,
-    y)``.
+    """The chapter-5 SGD step, jitted for replicated ``params`` and sharded ``(x, y)``.
 
     The function body is the single-device ``sgd_update``: the shardings alone make it
-    data parallel, and XLA inserts the gradient all-reduce. Returns ``(new_params,
-    loss)``, the parameters replicated.
+    data parallel, and XLA inserts the gradient all-reduce. Returns
+    ``(new_params, loss)``, the parameters replicated.
     """
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
     return jax.jit(
@@ -107,8 +106,7 @@ def data_parallel_sgd_step(mesh: Mesh) -> Step:
 
 
 def shard_map_sgd_step(mesh: Mesh) -> Step:
-    """The same step written per device: local gradients, then ``pmean`` over the
-    ``"data"`` axis.
+    """The same step, per device: local gradients, then a ``pmean`` over ``"data"``.
 
     Each device sees its ``B / n`` examples, computes the loss and gradients of its
     shard, and averages them with the others (an all-reduce); with equal shards, the

@@ -11,8 +11,7 @@ from jax.typing import ArrayLike
 
 __all__ = ["BOOK_STYLE", "digit_grid", "use_book_style"]
 
-# Mid-tone colours and a transparent background: readable on the light and the dark
-# theme.
+# Mid-tone colours, transparent background: readable on the light and the dark theme.
 BOOK_STYLE: dict[str, object] = {
     "figure.figsize": (6.4, 3.6),
     "figure.dpi": 100,

@@ -1,13 +1,12 @@
-"""``python -m companion.startup``: how long a chapter waits before its first useful
-line.
+"""``python -m companion.startup``: how long a chapter waits for its first useful line.
 
-Each probe runs in a fresh Python process and times one statement inside it (``import
-jax``, ``from companion import mlp``, ``load_mnist()``). *Warm* runs find every file in
-the operating system's page cache, as on a machine in use; *cold* runs first evict from
-that cache every file the probe touches — the modules and shared libraries it loaded
-(read from ``sys.modules`` and ``/proc/self/maps``) and the MNIST files — with
-``posix_fadvise(POSIX_FADV_DONTNEED)``, which needs no root, so each cold run reads them
-from disk again.
+Each probe runs in a fresh Python process and times one statement inside it
+(``import jax``, ``from companion import mlp``, ``load_mnist()``). *Warm* runs find
+every file in the operating system's page cache, as on a machine in use; *cold* runs
+first evict from that cache every file the probe touches — the modules and shared
+libraries it loaded (read from ``sys.modules`` and ``/proc/self/maps``) and the MNIST
+files — with ``posix_fadvise(POSIX_FADV_DONTNEED)``, which needs no root, so each cold
+run reads them from disk again.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ PROBES = (
     ),
 )
 
-# Runs in the child: times the statement, then reports the seconds and every file it
-# touched.
+# Runs in the child: times the statement, then reports the seconds and files it touched.
 _CHILD = """
 import json, os, sys, time
 {setup}
@@ -83,9 +81,7 @@ def _run(probe: Probe) -> tuple[float, list[str]]:
 
 
 def evict(paths: Sequence[str]) -> int:
-    """Drop the given files' pages from the OS page cache; returns how many files were
-    evicted.
-    """
+    """Drop ``paths`` from the OS page cache; returns how many files were evicted."""
     done = 0
     for path in paths:
         try:
@@ -105,9 +101,8 @@ class Startup:
     """Cold and warm seconds of one probe (medians), with the runs behind them."""
 
     name: str
-    cold: (
-        float  # median seconds with the probe's files evicted from the page cache first
-    )
+    # median seconds with the probe's files evicted from the page cache first
+    cold: float
     warm: float  # median seconds with every file cached
     cold_runs: tuple[float, ...]
     warm_runs: tuple[float, ...]
@@ -116,8 +111,9 @@ class Startup:
 def measure(
     probes: Sequence[Probe] = PROBES, *, cold: int = 2, warm: int = 3
 ) -> list[Startup]:
-    """Time each probe ``cold`` times cold and ``warm`` times warm (after one untimed
-    warm-up run).
+    """Time each probe ``cold`` times cold and ``warm`` times warm.
+
+    Each probe first runs once untimed, a warm-up.
     """
     if cold < 1 or warm < 1:
         raise ValueError(
@@ -129,9 +125,8 @@ def measure(
         )
     rows = []
     for probe in probes:
-        _, files = _run(
-            probe
-        )  # warm-up: fills the cache, and says which files the probe touches
+        # warm-up: fills the cache, and says which files the probe touches
+        _, files = _run(probe)
         cold_runs = []
         for _ in range(cold):
             evict(files)
@@ -162,8 +157,8 @@ def format_table(rows: Sequence[Startup]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m companion.startup",
-        description="Seconds to import jax, to import companion.mlp and to load MNIST, each in a fresh "
-        "process, cold (files evicted from the page cache) and warm.",
+        description="Seconds to import jax, to import companion.mlp and to load MNIST, "
+        "each in a fresh process, cold (files evicted from the page cache) and warm.",
     )
     parser.add_argument(
         "--cold", type=int, default=2, help="cold runs per probe (median; default 2)"

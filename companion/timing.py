@@ -1,5 +1,4 @@
-"""Timing JAX code honestly: warm-up calls, ``block_until_ready``, and compile time kept
-apart.
+"""Timing JAX honestly: warm-up calls, ``block_until_ready``, compile time kept apart.
 
 JAX dispatches work asynchronously: a call returns as soon as the work is *queued*. A
 timer around a call without ``block_until_ready`` measures dispatch, not computation.
@@ -27,23 +26,22 @@ class Timing:
     median: float  # the typical run
     max: float  # the worst run
     times: tuple[float, ...]  # every run, in order
-    compile: float | None = (
-        None  # seconds to lower and compile, for a jitted function; else None
-    )
+    # seconds to lower and compile, for a jitted function; else None
+    compile: float | None = None
 
     def __str__(self) -> str:
         comp = (
             f", compile {self.compile * 1e3:.1f} ms" if self.compile is not None else ""
         )
         return (
-            f"median {self.median * 1e3:.3f} ms (min {self.min * 1e3:.3f}, max {self.max * 1e3:.3f}, "
+            f"median {self.median * 1e3:.3f} ms "
+            f"(min {self.min * 1e3:.3f}, max {self.max * 1e3:.3f}, "
             f"{len(self.times)} runs{comp})"
         )
 
 
 def compile_time(fn: Callable, *args, **kwargs) -> float | None:
-    """Seconds to lower and compile a jitted ``fn`` for these arguments (``None`` if not
-    jitted).
+    """Seconds to lower and compile ``fn`` for these arguments; ``None`` unless jitted.
 
     Uses ``fn.lower(*args).compile()``, which traces and compiles without running and
     without touching ``fn``'s cache, so it can be measured separately from the run time.
@@ -58,8 +56,7 @@ def compile_time(fn: Callable, *args, **kwargs) -> float | None:
 def benchmark(
     fn: Callable, *args, warmup: int = 1, repeat: int = 5, **kwargs
 ) -> Timing:
-    """Time ``fn(*args, **kwargs)``: ``warmup`` untimed calls, then ``repeat`` timed
-    ones.
+    """Time ``repeat`` calls of ``fn(*args, **kwargs)`` after ``warmup`` untimed ones.
 
     Each call waits for its result with ``jax.block_until_ready`` on whatever pytree
     ``fn`` returns, so the time is the computation's, not its dispatch. For a jitted

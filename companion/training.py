@@ -293,9 +293,9 @@ def fit(
     The loop is :func:`companion.loop.run`, shared with
     :func:`companion.nnx_training.fit`. The data is validated once and moved to the
     device once. With a ``key``, epoch ``e`` shuffles with
-    :func:`companion.batching.epoch_key` ``(key, e)``, so every epoch sees a new order, and
-    the same one in a run that was interrupted and resumed. ``epoch_time`` measures the
-    updates only (the work ``block_until_ready`` waits for), not the evaluation; the
+    :func:`companion.batching.epoch_key` ``(key, e)``, so every epoch sees a new order,
+    and the same one in a run that was interrupted and resumed. ``epoch_time`` measures
+    the updates only (the work ``block_until_ready`` waits for), not the evaluation; the
     training accuracy is measured after each epoch, and the validation metrics when
     ``x_val``, ``y_val`` are given.
 
@@ -328,10 +328,8 @@ def fit(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     _validate(x_train, y_train, params, activation)
-    x_dev, y_dev = (
-        jnp.asarray(x_train),
-        jnp.asarray(y_train),
-    )  # on the device once, for all epochs
+    # on the device once, for all epochs
+    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
     steps = full_batches(len(y_dev), batch_size)
     if x_val is not None:
         _validate(x_val, y_val, params, activation, name="val_")

@@ -10,9 +10,7 @@ import pytest
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array in MNIST's IDX format (big-endian magic, dims, then raw
-    bytes).
-    """
+    """Write a uint8 array as MNIST's IDX (big-endian magic, dims, then raw bytes)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     magic = 0x0800 | array.ndim  # 0x08: unsigned byte; low byte: number of dimensions
     header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -26,9 +24,7 @@ def make_mnist(
     seed: int = 0,
     labels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write a small random MNIST under ``root/MNIST/raw`` and return the arrays
-    written.
-    """
+    """Write a small random MNIST in ``root/MNIST/raw``; return the arrays written."""
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -50,7 +46,7 @@ def make_mnist(
 
 
 def blobs(n=512, d=20, classes=4, seed=0):
-    """A small learnable problem: Gaussian clusters around random centres, labels int32."""
+    """A small learnable problem: Gaussian clusters, random centres, int32 labels."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (classes, d)).astype(np.float32)
     y = rng.integers(0, classes, n).astype(np.int32)

@@ -1,6 +1,8 @@
-"""Run by tests/test_parallel.py in a subprocess, with 8 simulated CPU devices
-(XLA_FLAGS set by the caller before JAX starts). Prints one JSON object with what the
-test checks."""
+"""Run by tests/test_parallel.py in a subprocess, with 8 simulated CPU devices.
+
+XLA_FLAGS is set by the caller before JAX starts. Prints one JSON object with what the
+test checks.
+"""
 
 import json
 
@@ -66,7 +68,6 @@ def main():
     )
 
 
-if (
-    __name__ == "__main__"
-):  # not on import (pytest --doctest-modules imports every file in tests/)
+# not on import (pytest --doctest-modules imports every file in tests/)
+if __name__ == "__main__":
     main()

@@ -5,8 +5,7 @@ import pytest
 from companion import batching
 from companion.batching import batches, num_batches
 
-# --- batches
-# ---------------------------------------------------------------------------------
+# --- batches --------------------------------------------------------------------------
 
 X = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
 Y = np.arange(10, dtype=np.int32) % 10
@@ -80,9 +79,8 @@ def test_batches_refuse_bad_input(x, y, size, error, match):
 
 
 def test_check_dataset_names_the_problem():
-    batching.check_dataset(
-        np.zeros((4, 2, 2)), np.arange(4)
-    )  # any trailing shape by default
+    # any trailing shape by default
+    batching.check_dataset(np.zeros((4, 2, 2)), np.arange(4))
     with pytest.raises(
         ValueError,
         match=r"val_x must be \(N, D\) and val_y \(N,\), the same N; got val_x",
@@ -102,9 +100,8 @@ def test_shuffle_permutes_pairs_together_and_follows_the_key():
     x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)  # row i holds 3i, 3i+1, 3i+2
     y = np.arange(50, dtype=np.int32)
     xs, ys = (np.asarray(a) for a in batching.shuffle(jax.random.key(3), x, y))
-    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(
-        ys, y
-    )  # a real permutation
+    # a real permutation
+    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(ys, y)
     np.testing.assert_array_equal(xs, x[ys])  # each image travelled with its label
     again = np.asarray(batching.shuffle(jax.random.key(3), x, y)[1])
     other = np.asarray(batching.shuffle(jax.random.key(4), x, y)[1])

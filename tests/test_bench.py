@@ -12,9 +12,7 @@ def test_epoch_flops_counts_every_matrix_product():
     B, steps = 32, 5
     forward = 2 * B * (784 * 128 + 128 * 64 + 64 * 10)
     backward_dW = forward
-    backward_dx = (
-        2 * B * (128 * 64 + 64 * 10)
-    )  # no gradient for the input layer's input
+    backward_dx = 2 * B * (128 * 64 + 64 * 10)  # none for the input layer's input
     assert bench.epoch_flops(
         [784, 128, 64, 10], n=steps * B + 7, batch_size=B
     ) == steps * (forward + backward_dW + backward_dx)

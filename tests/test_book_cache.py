@@ -1,5 +1,4 @@
-"""The book's execution cache follows the data: build, change MNIST, build again, new
-numbers.
+"""The execution cache follows the data: build, change MNIST, build again, new numbers.
 
 A one-page book with the real configuration's extension (book/_ext/data_fingerprint.py)
 and execution mode ("cache"), built with `jupyter-book build` as `make book` does.
@@ -60,7 +59,8 @@ def book(tmp_path: Path) -> Path:
     (tmp_path / "_toc.yml").write_text("format: jb-article\nroot: page\n")
     (tmp_path / "_config.yml").write_text(
         "title: probe\nexecute:\n  execute_notebooks: cache\n"
-        f"sphinx:\n  local_extensions:\n    data_fingerprint: {ROOT / 'book' / '_ext'}\n"
+        "sphinx:\n  local_extensions:\n"
+        f"    data_fingerprint: {ROOT / 'book' / '_ext'}\n"
     )
     return tmp_path
 

@@ -61,7 +61,8 @@ def browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail(
-            "Debian's chromium is not installed: run `make browser` (apt-get install chromium)"
+            "Debian's chromium is not installed: run `make browser` "
+            "(apt-get install chromium)"
         )
     from playwright.sync_api import sync_playwright
 
@@ -117,7 +118,8 @@ def test_page_renders_offline(doc, site, browser):
     assert not blocked, f"{doc}: the page tried to reach the network: {blocked}"
     assert not errors, f"{doc}: JavaScript errors: {errors}"
     broken = page.evaluate(
-        "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+        "() => Array.from(document.images)"
+        ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
     )
     assert not broken, f"{doc}: images that did not load: {broken}"
 
@@ -151,8 +153,7 @@ def test_chapters_typeset_equations(site, browser):
     page.close()
 
 
-# --- links: a crawl of the built HTML, no browser needed
-# ---------------------------------------
+# --- links: a crawl of the built HTML, no browser needed ------------------------------
 
 
 class Links(HTMLParser):
@@ -213,8 +214,9 @@ def test_no_broken_local_links_or_anchors():
 
 
 def test_buttons_follow_the_repository_setting():
-    """Unset repository.url: no repository, issue or launch buttons; the download
-    buttons stay.
+    """Unset repository.url: no repository, issue or launch buttons.
+
+    The download buttons stay.
     """
     if not (HTML / "index.html").exists():
         pytest.fail(

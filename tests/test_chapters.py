@@ -1,5 +1,4 @@
-"""Checks on the executed chapters that nbmake and the book build do not make
-themselves.
+"""Checks of the executed chapters beyond what nbmake and the book build check.
 
 Each chapter is executed twice before these tests run (`make test`): once by the book
 build (`_build/jupyter_execute/`, on `$COMPANION_DATA_DIR`) and once by nbmake
@@ -64,9 +63,8 @@ def executed(md: Path, which: str) -> nbformat.NotebookNode:
     from myst_nb.core.utils import coalesce_streams
     from nbclient import NotebookClient
 
-    env = {
-        k: v for k, v in os.environ.items() if k != "MPLBACKEND"
-    }  # the kernel's inline backend draws
+    # the kernel's inline backend draws
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     folder = data_dir("nbmake" if which == "again" else which)
     if folder:
         env["COMPANION_DATA_DIR"] = folder
@@ -76,12 +74,10 @@ def executed(md: Path, which: str) -> nbformat.NotebookNode:
         kernel_name="python3",
         resources={"metadata": {"path": str(md.parent)}},
     )
-    client.execute(
-        env=env
-    )  # passed on to the kernel manager: the kernel reads this MNIST
-    if (
-        which == "book"
-    ):  # as myst-nb leaves its copy: streams merged in place (see _normalise)
+    # passed on to the kernel manager: the kernel reads this MNIST
+    client.execute(env=env)
+    # as myst-nb leaves its copy: streams merged in place (see _normalise)
+    if which == "book":
         for cell in source.cells:
             if cell.cell_type == "code":
                 coalesce_streams(cell.outputs)
@@ -102,7 +98,7 @@ def test_chapters_exist_and_are_in_the_toc():
 @pytest.mark.parametrize("md", CHAPTERS, ids=ids)
 @pytest.mark.parametrize("which", ["book", "nbmake"])
 def test_raises_exception_cells_raise_what_they_declare(md, which):
-    """nbclient only *permits* an error in a raises-exception cell; here it must happen."""
+    """nbclient *permits* an error in a raises-exception cell; here it must happen."""
     nb = executed(md, which)
     for i, cell in enumerate(nb.cells):
         if "raises-exception" not in _tags(cell):
@@ -116,7 +112,8 @@ def test_raises_exception_cells_raise_what_they_declare(md, which):
             f"cell {i} should raise {expected} but raised nothing:\n{cell.source}"
         )
         assert errors[-1].ename == expected, (
-            f"cell {i} should raise {expected}, raised {errors[-1].ename}: {errors[-1].evalue}"
+            f"cell {i} should raise {expected}, raised {errors[-1].ename}: "
+            f"{errors[-1].evalue}"
         )
 
 
@@ -132,8 +129,7 @@ def test_chapter_prints_no_warnings(md, which):
 
 
 def _normalise(outputs, which: str) -> tuple[dict, list]:
-    """What a reader sees of a cell's outputs: the text on stdout, and the other
-    outputs.
+    """What a reader sees of a cell's outputs: the stdout text, and the other outputs.
 
     How the kernel chunks a stream varies from run to run, so chunks are joined the way
     myst-nb joins them (``nb_merge_streams``). myst-nb merges in place when it renders:
@@ -145,7 +141,8 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
     others = []
     for out in outputs:
         if out.output_type == "stream" and out.name == "stderr":
-            continue  # progress bars; warnings there fail test_chapter_prints_no_warnings instead
+            # progress bars (warnings there fail test_chapter_prints_no_warnings)
+            continue
         if out.output_type == "stream":
             if which == "book":
                 streams.setdefault(out.name, out.text)
@@ -164,9 +161,8 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
     if which == "book":
         streams = {k: v.rstrip() + "\n" for k, v in streams.items() if v.rstrip()}
 
-    def mask(
-        text: str,
-    ) -> str:  # memory addresses and the kernel's temporary file names vary
+    # memory addresses and the kernel's temporary file names vary
+    def mask(text: str) -> str:
         return re.sub(
             r"ipykernel_\d+/\d+", "ipykernel_…", re.sub(r"0x[0-9a-f]{6,}", "0x…", text)
         )
@@ -176,9 +172,7 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=ids)
 def test_chapter_is_deterministic(md):
-    """Two executions on the same data print the same outputs, apart from cells tagged
-    `timing`.
-    """
+    """Two executions on the same data print the same outputs (bar `timing` cells)."""
     second = executed(md, "nbmake")
     if same_data(data_dir("book"), data_dir("nbmake")):
         first, which = executed(md, "book"), "book"
@@ -216,9 +210,11 @@ def test_chapter_has_an_exercise_with_an_executed_hidden_solution(md):
 
 
 def test_every_chapter_starts_with_the_repository_setting_of_the_book():
-    """A downloaded notebook's first cell says how to get `companion` (and installs it
-    from the book's repository once there is one): its URL is _config.yml's, the one
-    setting."""
+    """A downloaded notebook's first cell says how to get `companion`.
+
+    It installs it from the book's repository once there is one: its URL is
+    _config.yml's, the one setting.
+    """
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     for md in CHAPTERS:
         first = next(c for c in jupytext.read(md).cells if c.cell_type == "code")

@@ -29,9 +29,8 @@ def test_load_mnist_reads_idx_files(tiny_mnist):
 
 
 def test_load_mnist_equals_torchvisions_reading(tiny_mnist):
-    MNIST = pytest.importorskip(
-        "torchvision.datasets"
-    ).MNIST  # the reference reader, when installed
+    # the reference reader, when installed
+    MNIST = pytest.importorskip("torchvision.datasets").MNIST
 
     root, _ = tiny_mnist
     ours = load_mnist(root, download=False)
@@ -110,7 +109,8 @@ def test_fingerprint_names_the_content_not_the_place(tmp_path):
 def test_loading_imports_no_torch(tiny_mnist):
     root, _ = tiny_mnist
     code = (
-        f"import sys; from companion.data import load_mnist; load_mnist({str(root)!r}); "
+        "import sys; from companion.data import load_mnist; "
+        f"load_mnist({str(root)!r}); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(
@@ -183,12 +183,10 @@ def test_missing_files_without_download_raise_clear_error(tmp_path):
 
 
 def test_failed_download_raises_clear_error_not_urllib(tmp_path, monkeypatch):
-    MNIST = pytest.importorskip(
-        "torchvision.datasets"
-    ).MNIST  # the download path needs torchvision
+    # the download path needs torchvision
+    MNIST = pytest.importorskip("torchvision.datasets").MNIST
 
-    # An address that refuses at once: the real download path runs and fails, as
-    # offline.
+    # An address that refuses at once: the download path runs and fails, as offline.
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(
         DataUnavailableError, match="downloading it through torchvision failed"

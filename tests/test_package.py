@@ -3,7 +3,10 @@ import sys
 
 import companion
 
-LIGHT = "import sys; from companion import {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+LIGHT = (
+    "import sys; from companion import {module}; "
+    "print(sorted(m for m in {heavy!r} if m in sys.modules))"
+)
 
 
 def _loaded(module: str, heavy: tuple[str, ...]) -> str:
@@ -33,7 +36,8 @@ def test_the_early_chapters_modules_load_no_training_libraries():
 def test_submodules_load_on_first_use():
     code = (
         "import sys, companion; before = 'companion.nnx_models' in sys.modules; "
-        "m = companion.nnx_models; print(before, m is sys.modules['companion.nnx_models'])"
+        "m = companion.nnx_models; "
+        "print(before, m is sys.modules['companion.nnx_models'])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -46,10 +50,8 @@ def test_every_listed_module_is_importable_and_nothing_else_is_offered():
     import pkgutil
 
     on_disk = {m.name for m in pkgutil.iter_modules(companion.__path__)}
-    commands = {
-        "bench",
-        "startup",
-    }  # `python -m` entry points, not part of the import surface
+    # `python -m` entry points, not part of the import surface
+    commands = {"bench", "startup"}
     assert set(companion.__all__) == on_disk - commands
     for name in companion.__all__:
         assert getattr(companion, name) is importlib.import_module(f"companion.{name}")

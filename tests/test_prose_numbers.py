@@ -1,5 +1,4 @@
-"""No run- or data-dependent number is typed into a chapter's prose: it is glued from
-the run.
+"""A chapter's prose types no run- or data-dependent number: it is glued from the run.
 
 A number in the prose (outside code, math, roles such as ``{glue:text}`...```, and link
 targets) passes only if it is
@@ -48,34 +47,26 @@ NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
 
 
 def prose(text: str) -> str:
-    """The chapter's prose: code, math, roles, inline code, link targets and directives
-    removed.
-    """
+    """Strip code, math, roles, inline code, link targets and directives: the prose."""
     text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # jupytext front matter
-    text = re.sub(
-        r"^(```+|~~~+)[^\n]*\n.*?^\1\s*$", "", text, flags=re.S | re.M
-    )  # cells, fences
+    # cells, fences
+    text = re.sub(r"^(```+|~~~+)[^\n]*\n.*?^\1\s*$", "", text, flags=re.S | re.M)
     text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)  # display math
     text = re.sub(r"\$[^$\n]+\$", "", text)  # inline math
-    text = re.sub(
-        r"\{[\w:-]+\}`[^`]*`", "", text
-    )  # roles: {glue:text}`x`, {doc}`x`, {cite}`x`
+    # roles: {glue:text}`x`, {doc}`x`, {cite}`x`
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`", "", text)
     text = re.sub(r"`[^`]*`", "", text)  # inline code
     text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
-    text = re.sub(
-        r"^:::?\{[^}]*\}.*$|^:[\w-]+:.*$", "", text, flags=re.M
-    )  # directives, options
+    # directives, options
+    text = re.sub(r"^:::?\{[^}]*\}.*$|^:[\w-]+:.*$", "", text, flags=re.M)
     text = re.sub(r"^\s*>.*$", "", text, flags=re.M)  # blockquotes: quotations
-    text = re.sub(
-        r"[Cc]hapters? \d+(?:\s*[–-]\s*\d+)?|chapter-\d+", "", text
-    )  # chapter references
+    # chapter references
+    text = re.sub(r"[Cc]hapters? \d+(?:\s*[–-]\s*\d+)?|chapter-\d+", "", text)
     return re.sub(r"^\s*(?:\*\*)?\d+\.\s", "", text, flags=re.M)  # list markers
 
 
 def code_literals(md: Path) -> set[str]:
-    """Every numeric literal in the chapter's code cells, normalised (1_024 and 1,024 →
-    1024).
-    """
+    """The numeric literals of the code cells, normalised (1_024 and 1,024 → 1024)."""
     source = "\n".join(
         c.source for c in jupytext.read(md).cells if c.cell_type == "code"
     )
@@ -91,9 +82,7 @@ def _normal(number: str) -> str:
 
 
 def typed_numbers(md: Path) -> list[tuple[str, str]]:
-    """(number, line) for each number in the prose that is neither glued, nor a setting,
-    nor a fact.
-    """
+    """(number, line) of each prose number neither glued, nor a setting, nor a fact."""
     allowed = code_literals(md) | {_normal(k) for k in FIXED_FACTS}
     found = []
     for line in prose(md.read_text()).splitlines():
@@ -108,7 +97,8 @@ def typed_numbers(md: Path) -> list[tuple[str, str]]:
 def test_no_typed_numbers_in_the_prose(md):
     typed = typed_numbers(md)
     assert not typed, (
-        "numbers typed into the prose (glue them from the run, or make them settings):\n"
+        "numbers typed into the prose "
+        "(glue them from the run, or make them settings):\n"
         + "\n".join(f"  {n!r} in: {line}" for n, line in typed)
     )
 

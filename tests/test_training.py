@@ -46,7 +46,7 @@ def test_modes_agree_with_each_other_and_with_numpy(key):
         np.testing.assert_allclose(results[mode][1], results["eager"][1], rtol=1e-6)
     if (
         key is None
-    ):  # independent reference: plain SGD with the chapter-4 backward pass, same batches
+    ):  # independent reference: plain SGD, the chapter-4 backward pass, same batches
         ref, losses = init, []
         for i in range(300 // 32):
             xb, yb = x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]

@@ -21,8 +21,12 @@ STAMP = "data-fingerprint"
 
 
 def _cache_dir(app: Sphinx) -> Path:
-    configured = app.config["nb_execution_cache_path"]  # myst-nb's option; empty: its default
-    return Path(configured) if configured else Path(app.outdir).parent / ".jupyter_cache"
+    configured = app.config[
+        "nb_execution_cache_path"
+    ]  # myst-nb's option; empty: its default
+    return (
+        Path(configured) if configured else Path(app.outdir).parent / ".jupyter_cache"
+    )
 
 
 def _fingerprint() -> str:
@@ -41,7 +45,9 @@ def _on_builder_inited(app: Sphinx) -> None:
     app.data_fingerprint = current
     app.data_changed = previous != current
     if app.data_changed and cache.exists():
-        logger.info(f"data fingerprint {previous} → {current}: emptying {cache}, re-executing every page")
+        logger.info(
+            f"data fingerprint {previous} → {current}: emptying {cache}, re-executing every page"
+        )
         shutil.rmtree(cache)
 
 
@@ -56,7 +62,9 @@ def _on_build_finished(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> dict:
-    app.connect("builder-inited", _on_builder_inited, priority=100)  # before myst-nb opens the cache
+    app.connect(
+        "builder-inited", _on_builder_inited, priority=100
+    )  # before myst-nb opens the cache
     app.connect("env-get-outdated", _on_env_get_outdated)
     app.connect("build-finished", _on_build_finished)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

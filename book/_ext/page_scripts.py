@@ -15,7 +15,10 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
         # same file (or none: an inline script) and attributes; the two copies differ only in
         # whether "no file" is None or "", and possibly in priority
         attributes = getattr(script, "attributes", {})
-        key = (str(getattr(script, "filename", script) or ""), tuple(sorted(attributes.items())))
+        key = (
+            str(getattr(script, "filename", script) or ""),
+            tuple(sorted(attributes.items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(script)

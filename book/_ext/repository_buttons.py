@@ -22,7 +22,9 @@ def _configure(app: Sphinx, config: Config) -> None:
         options.update(dict.fromkeys(BUTTONS, True))
         return
     options.pop("repository_url", None)
-    options.update(dict.fromkeys((*BUTTONS, "use_edit_page_button", "use_source_button"), False))
+    options.update(
+        dict.fromkeys((*BUTTONS, "use_edit_page_button", "use_source_button"), False)
+    )
     launch = dict(options.get("launch_buttons") or {})
     for key in ("binderhub_url", "jupyterhub_url", "colab_url", "deepnote_url"):
         launch.pop(key, None)

@@ -57,11 +57,9 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
         return
     bad = (values < 0) | (values >= num_classes)
     if bad.any():
-        where = np.argwhere(bad)[0]
-        index = int(where[0]) if values.ndim == 1 else tuple(int(i) for i in where)
+        index, value = _first(bad, values)
         raise ValueError(
-            f"{name} must lie in [0, {num_classes}); "
-            f"found {values[tuple(where)]} at index {index}"
+            f"{name} must lie in [0, {num_classes}); found {value} at index {index}"
         )
 
 
@@ -83,9 +81,16 @@ def check_finite(x: ArrayLike, *, name: str = "input") -> None:
         return
     bad = ~np.isfinite(values)
     if bad.any():
-        where = np.argwhere(bad)[0]
-        index = int(where[0]) if values.ndim == 1 else tuple(int(i) for i in where)
+        index, value = _first(bad, values)
         raise ValueError(
             f"{name} must be finite; found {int(bad.sum())} non-finite value(s), "
-            f"the first at index {index}: {values[tuple(where)]}"
+            f"the first at index {index}: {value}"
         )
+
+
+def _first(bad: np.ndarray, values: np.ndarray) -> tuple[int | tuple[int, ...], object]:
+    # The first flagged position (an int for 1-D arrays, a tuple of ints otherwise) and
+    # the value there, for the error message.
+    where = np.argwhere(bad)[0]
+    index = int(where[0]) if values.ndim == 1 else tuple(int(i) for i in where)
+    return index, values[tuple(where)]

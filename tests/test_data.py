@@ -119,10 +119,10 @@ def test_loading_imports_no_torch(tiny_mnist):
     assert out.stdout.strip() == "False"
 
 
-def test_command_without_data_fails_in_one_line(tmp_path):
-    env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path / "nowhere")}
-    # Offline, as in CI; a download cannot succeed here whatever happens.
-    out = subprocess.run(
+def run_data_command(root):
+    """``python -m companion.data`` with MNIST looked for under ``root``."""
+    env = {**os.environ, data.DATA_DIR_ENV: str(root)}
+    return subprocess.run(
         [sys.executable, "-m", "companion.data"],
         capture_output=True,
         text=True,
@@ -130,6 +130,11 @@ def test_command_without_data_fails_in_one_line(tmp_path):
         check=False,
         timeout=120,
     )
+
+
+def test_command_without_data_fails_in_one_line(tmp_path):
+    # Offline, as in CI; a download cannot succeed here whatever happens.
+    out = run_data_command(tmp_path / "nowhere")
     assert out.returncode == 2, out.stderr
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -141,14 +146,8 @@ def test_command_without_data_fails_in_one_line(tmp_path):
 
 def test_command_names_the_data(tiny_mnist):
     root, _ = tiny_mnist
-    env = {**os.environ, data.DATA_DIR_ENV: str(root)}
-    out = subprocess.run(
-        [sys.executable, "-m", "companion.data"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
+    out = run_data_command(root)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"MNIST: {data.describe(load_mnist(root), root)}"
 
 

@@ -84,11 +84,11 @@ def train_step(
     x: jax.Array,
     y: jax.Array,
 ) -> None:
-    """One optimizer step on a batch ``x`` ``(B, ...)``, ``y`` ``(B,)``, updating all
-    three in place.
+    """One optimizer step on a batch ``x`` ``(B, ...)``, ``y`` ``(B,)``, all in place.
 
-    The readable step, as in Flax's MNIST example (jit it with ``nnx.jit``); :func:`fit`
-    runs :func:`guarded_train_step`, the same step with a NaN guard.
+    The readable step, as in Flax's MNIST example (jit it with ``nnx.jit``);
+    :func:`companion.nnx_training.fit` runs :func:`guarded_train_step`, the same step
+    with a NaN guard.
     """
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, x, y)
     optimizer.update(model, grads)

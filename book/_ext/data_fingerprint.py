@@ -1,11 +1,12 @@
 """Re-execute the chapters when the data changes, not only when their code does.
 
-myst-nb's execution cache (jupyter-cache) keys a notebook by its code alone, and Sphinx re-reads
-only the pages whose source changed: after a build on one MNIST, a build on another would serve
-the first one's numbers. This extension stamps the cache with the content fingerprint of the MNIST
-the build reads (:func:`companion.data.fingerprint`). When the fingerprint differs from the stamp,
-it empties the execution cache and marks every page outdated, so every chapter runs again on the
-new data; the new stamp is written when the build succeeds.
+myst-nb's execution cache (jupyter-cache) keys a notebook by its code alone, and Sphinx
+re-reads only the pages whose source changed: after a build on one MNIST, a build on
+another would serve the first one's numbers. This extension stamps the cache with the
+content fingerprint of the MNIST the build reads (:func:`companion.data.fingerprint`).
+When the fingerprint differs from the stamp, it empties the execution cache and marks
+every page outdated, so every chapter runs again on the new data; the new stamp is
+written when the build succeeds.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _on_builder_inited(app: Sphinx) -> None:
     app.data_changed = previous != current
     if app.data_changed and cache.exists():
         logger.info(
-            f"data fingerprint {previous} → {current}: emptying {cache}, re-executing every page"
+            f"data fingerprint {previous} → {current}: emptying {cache}, "
+            "re-executing every page"
         )
         shutil.rmtree(cache)
 

@@ -1,9 +1,10 @@
 """The book's public repository is one setting: ``repository.url`` in ``_config.yml``.
 
-Jupyter Book 1 falls back to its own repository when the URL is unset, and shows repository,
-issue and launch (Binder, Colab) buttons that lead nowhere. Here an empty URL turns all of those
-off (the download buttons stay), and a URL turns them on, so the buttons work the day the book
-has a public home and never point at a repository that does not exist.
+Jupyter Book 1 falls back to its own repository when the URL is unset, and shows
+repository, issue and launch (Binder, Colab) buttons that lead nowhere. Here an empty
+URL turns all of those off (the download buttons stay), and a URL turns them on, so the
+buttons work the day the book has a public home and never point at a repository that
+does not exist.
 """
 
 from __future__ import annotations

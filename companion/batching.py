@@ -17,7 +17,14 @@ from jax.typing import ArrayLike
 from companion.checks import check_finite, check_labels
 from companion.data import NUM_CLASSES
 
-__all__ = ["batches", "check_dataset", "epoch_key", "num_batches", "shuffle"]
+__all__ = [
+    "batches",
+    "check_dataset",
+    "epoch_key",
+    "full_batches",
+    "num_batches",
+    "shuffle",
+]
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
@@ -30,6 +37,21 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def full_batches(n: int, batch_size: int) -> int:
+    """Steps per epoch of a loop that skips the last partial batch; refused if none.
+
+    Examples:
+        >>> full_batches(1000, 64)
+        15
+    """
+    steps = num_batches(n, batch_size, drop_last=True)
+    if steps == 0:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} examples: no full batch"
+        )
+    return steps
 
 
 def check_dataset(

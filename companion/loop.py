@@ -32,7 +32,6 @@ __all__ = [
     "check_fit_args",
     "diverged",
     "evaluate_batches",
-    "full_batches",
     "run",
 ]
 
@@ -113,23 +112,6 @@ def check_fit_args(
         raise ValueError("give both x_val and y_val, or neither")
 
 
-def full_batches(n: int, batch_size: int) -> int:
-    """Steps per epoch: the ``n // batch_size`` full batches (refused when there is
-    none).
-
-    Examples:
-        >>> full_batches(1000, 64)
-        15
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    if n < batch_size:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {n} examples: no full batch"
-        )
-    return n // batch_size
-
-
 class Progress:
     """A tqdm bar over the training steps of a run, the latest figures beside it."""
 
@@ -189,8 +171,14 @@ def run(
         desc: the bar's label.
 
     Raises:
+        ValueError: ``epochs``, ``start_epoch`` or ``steps_per_epoch`` out of range.
         NonFiniteLossError: an epoch's mean training loss is NaN or infinite.
     """
+    check_fit_args(
+        epochs=epochs, start_epoch=start_epoch, has_x_val=False, has_y_val=False
+    )
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be at least 1; got {steps_per_epoch}")
     history = History()
     bar = Progress((epochs - start_epoch) * steps_per_epoch, desc, progress)
     try:
@@ -241,6 +229,8 @@ def evaluate_batches(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
+    if y.shape[0] == 0:
+        raise ValueError("no examples to evaluate: y is empty")
     total_loss, correct = jnp.float32(0.0), jnp.int32(0)
     for start in range(0, y.shape[0], batch_size):
         loss_sum, right = batch_sums(

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.typing import ArrayLike
 
-from companion.batching import check_dataset, shuffle
+from companion.batching import check_dataset, full_batches, shuffle
 from companion.loop import (
     EpochStats,
     History,
@@ -31,7 +31,6 @@ from companion.loop import (
     check_fit_args,
     diverged,
     evaluate_batches,
-    full_batches,
     run,
 )
 from companion.losses import softmax_cross_entropy_with_integer_labels

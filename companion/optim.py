@@ -66,5 +66,13 @@ def make_optimizer(
     ``wrt=nnx.Param`` says which variables the optimizer updates: the trainable
     parameters, not other state such as batch statistics or the metrics' counters.
     """
-    tx = make_tx(cfg) if isinstance(cfg, OptimizerConfig) else cfg
+    if isinstance(cfg, OptimizerConfig):
+        tx = make_tx(cfg)
+    elif isinstance(cfg, optax.GradientTransformation):
+        tx = cfg
+    else:
+        raise TypeError(
+            "make_optimizer needs an OptimizerConfig or an optax transformation "
+            f"(e.g. optax.sgd(0.1)); got {type(cfg).__name__}"
+        )
     return nnx.Optimizer(model, tx, wrt=nnx.Param)

@@ -25,14 +25,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from companion import mlp
-from companion.batching import check_dataset, shuffle
+from companion.batching import check_dataset, full_batches, shuffle
 from companion.loop import (
     EpochStats,
     History,
     Metrics,
     check_fit_args,
     evaluate_batches,
-    full_batches,
     run,
 )
 from companion.losses import softmax_cross_entropy_with_integer_labels

@@ -106,3 +106,11 @@ def test_shuffle_permutes_pairs_together_and_follows_the_key():
     again = np.asarray(batching.shuffle(jax.random.key(3), x, y)[1])
     other = np.asarray(batching.shuffle(jax.random.key(4), x, y)[1])
     assert np.array_equal(again, ys) and not np.array_equal(other, ys)
+
+
+def test_full_batches_counts_only_full_ones_and_refuses_none():
+    assert [batching.full_batches(n, 32) for n in (32, 63, 64, 1000)] == [1, 1, 2, 31]
+    with pytest.raises(ValueError, match="larger than the 10 examples"):
+        batching.full_batches(10, 32)
+    with pytest.raises(ValueError, match="batch_size must be positive; got 0"):
+        batching.full_batches(10, 0)

@@ -173,11 +173,16 @@ def test_evaluate_batches_weighs_every_example_equally():
 
 
 def test_argument_checks():
-    assert loop.full_batches(100, 32) == 3
-    with pytest.raises(ValueError, match="larger than the 10 examples"):
-        loop.full_batches(10, 32)
-    with pytest.raises(ValueError, match="batch_size must be positive; got 0"):
-        loop.full_batches(10, 0)
+    with pytest.raises(ValueError, match="steps_per_epoch must be at least 1; got 0"):
+        loop.run(
+            recording_epoch([1.0], []), epochs=1, steps_per_epoch=0, progress=False
+        )
+    with pytest.raises(ValueError, match="start_epoch=2, epochs=1"):
+        loop.run(recording_epoch([1.0], []), epochs=1, steps_per_epoch=1, start_epoch=2)
+    with pytest.raises(ValueError, match="no examples to evaluate"):
+        loop.evaluate_batches(
+            lambda xb, yb: (0.0, 0), jnp.zeros((0, 3)), jnp.zeros(0), 4
+        )
     with pytest.raises(ValueError, match="epochs must be at least 1; got 0"):
         loop.check_fit_args(epochs=0, start_epoch=0, has_x_val=False, has_y_val=False)
     with pytest.raises(ValueError, match="start_epoch=3, epochs=2"):

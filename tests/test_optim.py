@@ -50,3 +50,17 @@ def test_optimizer_matches_numpy_adamw_with_clipping():
         mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)
         p = p - lr * (mhat / (np.sqrt(vhat) + 1e-8) + 0.01 * p)
         np.testing.assert_allclose(params["w"], p, rtol=1e-5, atol=1e-7)
+
+
+def test_make_optimizer_takes_a_config_or_a_transformation_and_nothing_else():
+    from flax import nnx
+
+    from companion.nnx_models import MLP
+
+    model = MLP([3, 2], rngs=nnx.Rngs(0))
+    assert isinstance(optim.make_optimizer(model, optax.sgd(0.1)), nnx.Optimizer)
+    assert isinstance(optim.make_optimizer(model, OptimizerConfig()), nnx.Optimizer)
+    with pytest.raises(
+        TypeError, match=r"OptimizerConfig or an optax transformation.*float"
+    ):
+        optim.make_optimizer(model, 0.1)

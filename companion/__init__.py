@@ -12,15 +12,18 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.backprop` — the backward pass by hand, finite differences (chapter 4)
 - :mod:`companion.loop` — the epoch loop both ``fit`` s share: keys, history, progress,
   NaN check (chapter 5)
-- :mod:`companion.training` — SGD epochs (eager, jit, scan), ``fit``, ``evaluate``
-  (chapter 5)
+- :mod:`companion.sgd` — the SGD step and epoch, three ways: eager, jit, scan (chapter
+  5)
+- :mod:`companion.training` — ``fit`` and ``evaluate`` for the MLP (chapter 5)
 - :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter
   5)
 - :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter
   5)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
-- :mod:`companion.nnx_training` — optax optimizer, NNX train/eval steps, ``fit``, NaN
-  guard (chapter 6)
+- :mod:`companion.optim` — an optimizer config, its optax transformation and
+  ``nnx.Optimizer`` (chapter 6)
+- :mod:`companion.nnx_steps` — NNX train and eval steps, the NaN guard (chapter 6)
+- :mod:`companion.nnx_training` — ``fit`` and ``evaluate`` for NNX models (chapter 6)
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
   7)
@@ -53,6 +56,7 @@ _SUBMODULES = (
     "optim",
     "parallel",
     "plotting",
+    "sgd",
     "timing",
     "training",
 )

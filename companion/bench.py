@@ -7,7 +7,7 @@ shapes) divided by the matrix-multiply throughput measured on this machine in th
 run. A ratio of 1 would mean the epoch runs at the speed of one large matmul; everything
 above it is overhead.
 
-Variants: ``eager``, ``jit`` and ``scan`` (``companion.training.train_epoch``),
+Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``),
 ``torch`` (PyTorch eager, same model, same batches, if torch is installed) and ``numpy``
 (the chapter-4 forward and backward kernels of :mod:`companion.backprop` run on numpy
 arrays).
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import backprop, mlp, training
+from companion import backprop, mlp, sgd
 from companion.timing import benchmark
 
 __all__ = [
@@ -100,7 +100,7 @@ def numpy_epoch(
     """One SGD epoch in numpy with the chapter-4 backward pass
     (:func:`companion.backprop.propagate`).
 
-    Same batches, same update as ``training.train_epoch``; returns ``(params,
+    Same batches, same update as ``sgd.train_epoch``; returns ``(params,
     mean_loss)``.
     """
     mlp.get_activation(activation)  # the error for an unknown name
@@ -225,7 +225,7 @@ def run(
             }  # a copy: jit and scan donate it
 
             def step(variant=variant, state=state):
-                state["p"], loss = training.train_epoch(
+                state["p"], loss = sgd.train_epoch(
                     state["p"],
                     x_dev,
                     y_dev,

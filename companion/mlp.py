@@ -27,6 +27,7 @@ __all__ = [
     "forward",
     "get_activation",
     "init_params",
+    "num_classes",
     "param_count",
     "predict",
 ]
@@ -141,6 +142,13 @@ def check_params(params: Params) -> None:
                 f"layer {i} expects {jnp.shape(W)[0]} inputs but layer {i - 1} gives "
                 f"{jnp.shape(params[i - 1][0])[1]} outputs"
             )
+
+
+def num_classes(params: Params) -> int:
+    """The number of classes of an MLP: the width of its last layer (labels must lie
+    below it).
+    """
+    return int(jnp.shape(params[-1][0])[1])
 
 
 def forward(params: Params, x: ArrayLike, activation: str = "relu") -> jax.Array:

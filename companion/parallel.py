@@ -18,7 +18,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from companion import mlp
-from companion.training import loss_fn, sgd_update
+from companion.sgd import loss_fn, sgd_update
 
 __all__ = [
     "AXIS",

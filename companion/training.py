@@ -1,23 +1,13 @@
-"""Training the chapter-2 MLP with SGD, three ways: eager, jit per step, and a fused
-epoch.
+"""Fitting the chapter-2 MLP: :func:`fit` trains it for some epochs with
+:func:`companion.sgd.train_epoch` and records a history; :func:`evaluate` measures its
+loss and accuracy on a dataset.
 
-Every mode runs the same update on the same batches, so they compute the same numbers
-(to float rounding); they differ only in how much Python runs per step:
-
-- ``"eager"``: no ``jit``; every array operation is dispatched from Python, one by one.
-- ``"jit"``: one compiled SGD step, called from a Python loop once per batch.
-- ``"scan"``: the whole epoch compiled as one ``lax.scan`` over the batches, with the
-  data on the device and the parameters donated (their buffers reused for the result):
-  one call per epoch.
-
-An epoch uses ``N // batch_size`` full batches (the last ``N % batch_size`` examples are
-skipped; shuffle with a key so different ones are skipped each epoch): every step then
-has the same shape, and nothing recompiles.
+The same API as :mod:`companion.nnx_training` for the NNX models: both run the epoch
+loop of :func:`companion.loop.run`, and return its ``History`` and ``Metrics``.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 
 import jax
@@ -25,7 +15,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from companion import mlp
-from companion.batching import check_dataset, full_batches, shuffle
+from companion.batching import full_batches
 from companion.loop import (
     EpochStats,
     History,
@@ -35,199 +25,11 @@ from companion.loop import (
     run,
 )
 from companion.losses import softmax_cross_entropy_with_integer_labels
+from companion.sgd import MODES, check_inputs, train_epoch
 
 # fit and evaluate return companion.loop's History and Metrics, and raise its
 # NonFiniteLossError (shared with nnx_training, and documented there).
-__all__ = [
-    "MODES",
-    "evaluate",
-    "fit",
-    "loss_fn",
-    "num_classes",
-    "sgd_update",
-    "trace_counts",
-    "train_epoch",
-]
-
-MODES = ("eager", "jit", "scan")
-
-# How many times each compiled function has been traced: incremented by Python code
-# inside the traced functions, which runs only while JAX traces. A count that grows
-# every epoch means the function is recompiled every epoch (the classic silent
-# slowdown).
-_TRACES: collections.Counter[str] = collections.Counter()
-
-
-def trace_counts() -> dict[str, int]:
-    """How often the jitted SGD step (``"step"``) and fused epoch (``"epoch"``) were
-    traced.
-    """
-    return dict(_TRACES)
-
-
-def loss_fn(
-    params: mlp.Params, x: jax.Array, y: jax.Array, activation: str = "relu"
-) -> jax.Array:
-    """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``.
-
-    The training kernel: :func:`companion.mlp.apply` and the per-example loss, with no
-    value checks (no device→host copy per step). Validate the data once first (``fit``
-    does); a label outside ``[0, C)`` makes the loss NaN.
-    """
-    return jnp.mean(
-        softmax_cross_entropy_with_integer_labels(mlp.apply(params, x, activation), y)
-    )
-
-
-def sgd_update(
-    params: mlp.Params, x: ArrayLike, y: ArrayLike, lr: float, activation: str = "relu"
-) -> tuple[mlp.Params, jax.Array]:
-    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all
-    layers).
-
-    A training step on validated data: it checks no values (see :func:`loss_fn`).
-
-    Args:
-        params: list of ``(W, b)``.
-        x: a batch ``(B, n_in)``.
-        y: integer labels ``(B,)`` in ``[0, C)``.
-        lr: the learning rate.
-        activation: the hidden layers' nonlinearity (static under ``jit``).
-
-    Returns:
-        ``(new_params, loss)`` where ``loss`` is the batch loss *before* the update.
-
-    Examples:
-        >>> params = mlp.init_params([4, 3], jax.random.key(0))
-        >>> x, y = jnp.ones((2, 4)), jnp.array([0, 2])
-        >>> new, loss = sgd_update(params, x, y, lr=0.1)
-        >>> bool(loss_fn(new, x, y) < loss)
-        True
-    """
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, activation)
-    return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
-
-
-def _batch(x, y, i, batch_size):
-    # Batch i of the epoch, sliced inside jit: a cheap dynamic slice of the data already
-    # on the device, instead of an eager copy of the whole dataset every epoch.
-    start = i * batch_size
-    return (
-        jax.lax.dynamic_slice_in_dim(x, start, batch_size),
-        jax.lax.dynamic_slice_in_dim(y, start, batch_size),
-    )
-
-
-@functools.partial(
-    jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0
-)
-def _jit_step(params, x, y, i, lr, *, batch_size, activation):
-    _TRACES["step"] += 1
-    return sgd_update(params, *_batch(x, y, i, batch_size), lr, activation)
-
-
-@functools.partial(
-    jax.jit, static_argnames=("batch_size", "activation"), donate_argnums=0
-)
-def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
-    _TRACES["epoch"] += 1
-    if key is not None:
-        x, y = shuffle(key, x, y)
-    num = y.shape[0] // batch_size
-    xs = x[: num * batch_size].reshape(num, batch_size, *x.shape[1:])  # (num, B, 784)
-    ys = y[: num * batch_size].reshape(num, batch_size)  # (num, B)
-
-    def body(p, batch):
-        return sgd_update(p, batch[0], batch[1], lr, activation)
-
-    params, losses = jax.lax.scan(body, params, (xs, ys))
-    return params, jnp.mean(losses)
-
-
-def num_classes(params: mlp.Params) -> int:
-    """The number of classes of an MLP: the width of its last layer (labels must lie
-    below it).
-    """
-    return int(jnp.shape(params[-1][0])[1])
-
-
-def _validate(
-    x: ArrayLike, y: ArrayLike, params: mlp.Params, activation: str, name: str = ""
-) -> None:
-    mlp.check_params(params)
-    mlp.get_activation(activation)
-    check_dataset(x, y, name=name, flat=True, num_classes=num_classes(params))
-
-
-def train_epoch(
-    params: mlp.Params,
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    lr: float,
-    batch_size: int,
-    mode: str = "scan",
-    key: jax.Array | None = None,
-    validate: bool = True,
-    activation: str = "relu",
-) -> tuple[mlp.Params, jax.Array]:
-    """One epoch of SGD over ``N // batch_size`` full batches.
-
-    Args:
-        params: list of ``(W, b)``. In ``"jit"`` and ``"scan"`` modes their buffers are
-            *donated*: do not use the arrays you passed in after the call, use the
-            returned ones.
-        x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device
-            between epochs.
-        y: integer labels ``(N,)``.
-        lr: learning rate.
-        batch_size: examples per step.
-        mode: ``"eager"``, ``"jit"`` or ``"scan"`` (see the module docstring).
-        key: shuffle the examples with this PRNG key; ``None`` keeps their order.
-        validate: check shapes, labels and finiteness first (``fit`` does it once, then
-            skips it).
-        activation: the hidden layers' nonlinearity, as in
-            :func:`companion.mlp.forward`.
-
-    Returns:
-        ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before
-        its step.
-
-    Examples:
-        >>> x, y = jnp.ones((10, 4)), jnp.arange(10) % 3
-        >>> params = mlp.init_params([4, 3], jax.random.key(0))
-        >>> params, loss = train_epoch(params, x, y, lr=0.1, batch_size=5, mode="jit")
-        >>> loss.shape
-        ()
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
-    if validate:
-        _validate(x, y, params, activation)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    num = full_batches(y.shape[0], batch_size)
-    if mode == "scan":
-        return _scan_epoch(
-            params, x, y, lr, key, batch_size=batch_size, activation=activation
-        )
-    if key is not None:
-        x, y = shuffle(key, x, y)
-    losses = []
-    for i in range(num):
-        if mode == "jit":
-            params, loss = _jit_step(
-                params, x, y, i, lr, batch_size=batch_size, activation=activation
-            )
-        else:
-            params, loss = sgd_update(
-                params,
-                x[i * batch_size : (i + 1) * batch_size],
-                y[i * batch_size : (i + 1) * batch_size],
-                lr,
-                activation,
-            )
-        losses.append(loss)  # kept on the device: no host round-trip per step
-    return params, jnp.mean(jnp.stack(losses))
+__all__ = ["evaluate", "fit"]
 
 
 @functools.partial(jax.jit, static_argnames="activation")
@@ -259,7 +61,7 @@ def evaluate(
         ``Metrics(loss, accuracy)`` as Python floats, over every example (the last batch
         may be smaller).
     """
-    _validate(x, y, params, activation)
+    check_inputs(x, y, params, activation)
     return _evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size, activation)
 
 
@@ -326,12 +128,12 @@ def fit(
     )
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
-    _validate(x_train, y_train, params, activation)
+    check_inputs(x_train, y_train, params, activation)
     # on the device once, for all epochs
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
     steps = full_batches(len(y_dev), batch_size)
     if x_val is not None:
-        _validate(x_val, y_val, params, activation, name="val_")
+        check_inputs(x_val, y_val, params, activation, name="val_")
         x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     state = {"params": params}
 

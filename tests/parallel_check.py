@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import mlp, parallel, training
+from companion import mlp, parallel, sgd
 
 
 def max_diff(a, b):
@@ -32,7 +32,7 @@ def main():
         parallel.data_parallel_sgd_step(mesh),
         parallel.shard_map_sgd_step(mesh),
     )
-    single_step = jax.jit(training.sgd_update)
+    single_step = jax.jit(sgd.sgd_update)
     losses = {"single": [], "dp": [], "shard_map": []}
     for i in range(40):
         xb, yb = x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import bench, mlp, training
+from companion import bench, mlp, sgd
 
 
 def test_epoch_flops_counts_every_matrix_product():
@@ -31,7 +31,7 @@ def test_numpy_and_torch_epochs_match_jax():
     )  # the PyTorch variant is optional; the rest of bench is not
     x, y = data()
     init = mlp.init_params([784, 32, 10], jax.random.PRNGKey(516))
-    jax_params, jax_loss = training.train_epoch(
+    jax_params, jax_loss = sgd.train_epoch(
         jax.tree.map(np.array, init), x, y, lr=0.1, batch_size=64, mode="jit"
     )
     np_params, np_loss = bench.numpy_epoch(
@@ -57,7 +57,7 @@ def test_numpy_and_torch_epochs_match_jax():
 def test_numpy_epoch_follows_the_activation(activation):
     x, y = data(128)
     init = mlp.init_params([784, 16, 10], jax.random.key(3), scheme="xavier")
-    jax_params, jax_loss = training.train_epoch(
+    jax_params, jax_loss = sgd.train_epoch(
         jax.tree.map(jnp.array, init),
         x,
         y,

@@ -6,7 +6,7 @@ import pytest
 from conftest import blobs
 from flax import nnx
 
-from companion import mlp, nnx_steps, optim, training
+from companion import mlp, nnx_steps, optim, sgd
 from companion.nnx_models import MLP
 from companion.optim import OptimizerConfig
 
@@ -20,14 +20,14 @@ def test_train_step_with_sgd_equals_the_chapter_5_update():
     loss = nnx_steps.guarded_train_step(
         model, optimizer, metrics, guard, jnp.asarray(x), jnp.asarray(y)
     )
-    expected, expected_loss = training.sgd_update(params, x, y, 0.1)
+    expected, expected_loss = sgd.sgd_update(params, x, y, 0.1)
     for layer, (W, b) in zip(model.layers, expected, strict=True):
         np.testing.assert_allclose(layer.kernel[...], W, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(layer.bias[...], b, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
     computed = metrics.compute()
     assert float(computed["loss"]) == pytest.approx(float(expected_loss), rel=1e-6)
-    grads = jax.grad(training.loss_fn)(params, x, y)
+    grads = jax.grad(sgd.loss_fn)(params, x, y)
     assert float(computed["grad_norm"]) == pytest.approx(
         float(optax.tree.norm(grads)), rel=1e-5
     )

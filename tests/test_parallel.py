@@ -70,7 +70,7 @@ def test_make_mesh_refuses_more_devices_than_there_are():
 
 def test_one_device_mesh_is_the_plain_step():
     mesh = parallel.make_mesh(1)
-    from companion import mlp, training
+    from companion import mlp, sgd
 
     params = mlp.init_params([6, 4], jax.random.key(0))
     x = np.ones((8, 6), np.float32)
@@ -78,6 +78,6 @@ def test_one_device_mesh_is_the_plain_step():
     new, loss = parallel.data_parallel_sgd_step(mesh)(
         parallel.replicate(params, mesh), *parallel.shard_batch((x, y), mesh), 0.1
     )
-    ref, ref_loss = training.sgd_update(params, x, y, 0.1)
+    ref, ref_loss = sgd.sgd_update(params, x, y, 0.1)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     np.testing.assert_allclose(new[0][0], ref[0][0], rtol=1e-6)

@@ -17,6 +17,8 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.training` — ``fit`` and ``evaluate`` for the MLP (chapter 5)
 - :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter
   5)
+- :mod:`companion.peers` — the same SGD epoch in numpy and PyTorch, the benchmark's
+  peers (chapter 5)
 - :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter
   5)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
@@ -31,8 +33,9 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 
 ``companion.bench`` is a command (``python -m companion.bench``), imported on its own,
 not here. Importing the package imports none of its modules until they are used; none of
-them imports torch (torchvision is loaded only when :func:`companion.data.load_mnist`
-must download MNIST).
+them imports torch on import (:mod:`companion.peers` loads it when its PyTorch functions
+are called, torchvision is loaded only when :func:`companion.data.load_mnist` must
+download MNIST).
 """
 
 import importlib
@@ -55,6 +58,7 @@ _SUBMODULES = (
     "nnx_training",
     "optim",
     "parallel",
+    "peers",
     "plotting",
     "sgd",
     "timing",

@@ -63,7 +63,7 @@ def _lookup(activation: str) -> tuple[Callable[[jax.Array], jax.Array], SigmaPri
 
 # The two kernels below are the chapter's equations and nothing else: no checks, and
 # only the operators @, .T, + and * (and the σ, σ′ they are given), so the same lines
-# run on numpy arrays. The benchmark's numpy variant (companion.bench.numpy_epoch) runs
+# run on numpy arrays. The benchmark's numpy variant (companion.peers.numpy_epoch) runs
 # them with numpy's σ.
 
 

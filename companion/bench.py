@@ -9,8 +9,8 @@ above it is overhead.
 
 Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``),
 ``torch`` (PyTorch eager, same model, same batches, if torch is installed) and ``numpy``
-(the chapter-4 forward and backward kernels of :mod:`companion.backprop` run on numpy
-arrays).
+(the chapter-4 forward and backward kernels run on numpy arrays): the peers live in
+:mod:`companion.peers`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import backprop, mlp, sgd
+from companion import mlp, sgd
+from companion.peers import numpy_epoch, torch_epoch, torch_mlp
 from companion.timing import benchmark
 
 __all__ = [
@@ -34,9 +35,7 @@ __all__ = [
     "format_table",
     "main",
     "matmul_throughput",
-    "numpy_epoch",
     "run",
-    "torch_epoch",
 ]
 
 VARIANTS = ("eager", "jit", "scan", "torch", "numpy")
@@ -76,99 +75,6 @@ def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
         jax.block_until_ready(f(a))
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
-
-
-NumpyParams = list[tuple[np.ndarray, np.ndarray]]
-
-
-# numpy's σ for the numpy variant; σ′ is backprop.DERIVATIVES itself (operators only).
-NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": lambda z: np.maximum(z, 0),
-    "tanh": np.tanh,
-    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-}
-
-
-def numpy_epoch(
-    params: NumpyParams,
-    x: np.ndarray,
-    y: np.ndarray,
-    lr: float,
-    batch_size: int,
-    activation: str = "relu",
-) -> tuple[NumpyParams, float]:
-    """One SGD epoch in numpy with the chapter-4 backward pass
-    (:func:`companion.backprop.propagate`).
-
-    Same batches, same update as ``sgd.train_epoch``; returns ``(params,
-    mean_loss)``.
-    """
-    mlp.get_activation(activation)  # the error for an unknown name
-    sigma, sigma_prime = NUMPY_ACTIVATIONS[activation], backprop.DERIVATIVES[activation]
-    params = [(W.copy(), b.copy()) for W, b in params]
-    losses = []
-    for i in range(len(y) // batch_size):
-        xb, yb = (
-            x[i * batch_size : (i + 1) * batch_size],
-            y[i * batch_size : (i + 1) * batch_size],
-        )
-        cache = backprop.forward_layers(params, xb, sigma)
-        shifted = cache.logits - cache.logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(
-            np.exp(shifted).sum(axis=1, keepdims=True)
-        )  # (B, C)
-        losses.append(-log_probs[np.arange(len(yb)), yb].mean())
-        delta = np.exp(
-            log_probs
-        )  # δ^(L) = (softmax − onehot) / B, as in backprop.backward
-        delta[np.arange(len(yb)), yb] -= 1
-        delta /= len(yb)
-        grads = backprop.propagate(params, cache, delta, sigma_prime)
-        params = [
-            (W - lr * gW, b - lr * gb)
-            for (W, b), (gW, gb) in zip(params, grads, strict=True)
-        ]
-    return params, float(np.mean(losses))
-
-
-def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
-    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager;
-    returns the mean loss.
-    """
-    import torch
-
-    losses = []
-    for i in range(len(y) // batch_size):
-        xb, yb = (
-            x[i * batch_size : (i + 1) * batch_size],
-            y[i * batch_size : (i + 1) * batch_size],
-        )
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= lr * p.grad
-        losses.append(loss.detach())
-    return float(torch.stack(losses).mean())
-
-
-def torch_mlp(params: mlp.Params):
-    """A ``torch.nn.Sequential`` ReLU MLP holding the same weights as ``params`` (W
-    transposed).
-    """
-    import torch
-
-    layers = []
-    for i, (W, b) in enumerate(params):
-        linear = torch.nn.Linear(W.shape[0], W.shape[1])
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(np.asarray(W).T.copy()))
-            linear.bias.copy_(torch.from_numpy(np.asarray(b).copy()))
-        layers.append(linear)
-        if i < len(params) - 1:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from companion import mlp, peers, sgd
+
+
+def data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(
+        np.int32
+    )
+
+
+def test_numpy_and_torch_epochs_match_jax():
+    torch = pytest.importorskip(
+        "torch"
+    )  # the PyTorch variant is optional; the rest of bench is not
+    x, y = data()
+    init = mlp.init_params([784, 32, 10], jax.random.PRNGKey(516))
+    jax_params, jax_loss = sgd.train_epoch(
+        jax.tree.map(np.array, init), x, y, lr=0.1, batch_size=64, mode="jit"
+    )
+    np_params, np_loss = peers.numpy_epoch(
+        [(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.1, 64
+    )
+    model = peers.torch_mlp(init)
+    torch_loss = peers.torch_epoch(
+        model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), 0.1, 64
+    )
+    assert np_loss == pytest.approx(float(jax_loss), rel=1e-5)
+    assert torch_loss == pytest.approx(float(jax_loss), rel=1e-5)
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    for (W, b), (nW, nb), lin in zip(jax_params, np_params, linears, strict=True):
+        np.testing.assert_allclose(nW, W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(nb, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            lin.weight.detach().numpy().T, W, rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(lin.bias.detach().numpy(), b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_numpy_epoch_follows_the_activation(activation):
+    x, y = data(128)
+    init = mlp.init_params([784, 16, 10], jax.random.key(3), scheme="xavier")
+    jax_params, jax_loss = sgd.train_epoch(
+        jax.tree.map(jnp.array, init),
+        x,
+        y,
+        lr=0.1,
+        batch_size=32,
+        mode="jit",
+        activation=activation,
+    )  # donates a copy
+    np_params, np_loss = peers.numpy_epoch(
+        [(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.1, 32, activation
+    )
+    assert np_loss == pytest.approx(float(jax_loss), rel=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(np_params), jax.tree.leaves(jax_params), strict=True
+    ):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-4, atol=1e-6
+        )  # float32, different summation order
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        peers.numpy_epoch(
+            [(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.1, 32, "gelu"
+        )

@@ -9,12 +9,16 @@ LIGHT = (
 )
 
 
-def _loaded(module: str, heavy: tuple[str, ...]) -> str:
-    code = LIGHT.format(module=module, heavy=heavy)
+def _python(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter (nothing imported yet)."""
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
+
+
+def _loaded(module: str, heavy: tuple[str, ...]) -> str:
+    return _python(LIGHT.format(module=module, heavy=heavy))
 
 
 def test_import_companion_does_not_import_torch():
@@ -24,10 +28,7 @@ def test_import_companion_does_not_import_torch():
         "import sys, companion; [getattr(companion, m) for m in companion.__all__]; "
         "print('torch' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "False"
+    assert _python(code) == "False"
 
 
 def test_the_early_chapters_modules_load_no_training_libraries():
@@ -44,10 +45,7 @@ def test_submodules_load_on_first_use():
         "m = companion.nnx_models; "
         "print(before, m is sys.modules['companion.nnx_models'])"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "False True"
+    assert _python(code) == "False True"
 
 
 def test_every_listed_module_is_importable_and_nothing_else_is_offered():

@@ -88,7 +88,7 @@ def fit(
     progress: bool = True,
     activation: str = "relu",
 ) -> tuple[mlp.Params, History]:
-    """Train for ``epochs`` epochs with :func:`train_epoch`, recording a
+    """Train for ``epochs`` epochs with :func:`companion.sgd.train_epoch`, recording a
     :class:`~companion.loop.History`.
 
     The loop is :func:`companion.loop.run`, shared with

@@ -114,7 +114,8 @@ def run(
     ``epochs``.
 
     ``eager`` is timed over ``eager_epochs`` without warm-up (it compiles nothing and is
-    slow). ``torch`` is skipped, with a note on stderr, if torch is not installed.
+    slow). ``torch`` is skipped, with a note on stderr, if torch is not installed. The
+    data is checked once, first (``ValueError`` naming the problem).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -122,6 +123,7 @@ def run(
             f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
         )
     init = mlp.init_params(list(sizes), jax.random.PRNGKey(seed))
+    sgd.check_inputs(x, y, init, "relu")  # once: the variants below check nothing
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)  # on the device once, as a user would
     rows = []
     for variant in variants:
@@ -152,7 +154,9 @@ def run(
             x_np, y_np = np.asarray(x, np.float32), np.asarray(y)
 
             def np_step(state=np_state, x_np=x_np, y_np=y_np):
-                state["p"], loss = numpy_epoch(state["p"], x_np, y_np, lr, batch_size)
+                state["p"], loss = numpy_epoch(
+                    state["p"], x_np, y_np, lr, batch_size, validate=False
+                )
                 return loss
 
             timed = epochs

@@ -146,8 +146,13 @@ def check_params(params: Params) -> None:
 
 def num_classes(params: Params) -> int:
     """The number of classes of an MLP: the width of its last layer (labels must lie
-    below it).
+    below it). ``ValueError`` unless ``params`` is a chain of ``(W, b)``.
+
+    Examples:
+        >>> num_classes(init_params([784, 32, 12], jax.random.key(0)))
+        12
     """
+    check_params(params)
     return int(jnp.shape(params[-1][0])[1])
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from companion import backprop, mlp
+from companion.batching import check_dataset, full_batches
 
 __all__ = ["NUMPY_ACTIVATIONS", "numpy_epoch", "torch_epoch", "torch_mlp"]
 
@@ -36,18 +37,24 @@ def numpy_epoch(
     lr: float,
     batch_size: int,
     activation: str = "relu",
+    validate: bool = True,
 ) -> tuple[NumpyParams, float]:
     """One SGD epoch in numpy with the chapter-4 backward pass
     (:func:`companion.backprop.propagate`).
 
-    Same batches, same update as ``sgd.train_epoch``; returns ``(params,
-    mean_loss)``.
+    Same batches, same update as ``sgd.train_epoch``: ``x`` ``(N, n_in)``, ``y``
+    ``(N,)`` labels below the last layer's width, ``N // batch_size`` full batches.
+    Returns ``(params, mean_loss)``. With ``validate`` (as in ``sgd.train_epoch``) the
+    data is checked before the first step; the benchmark checks it once, not per epoch.
     """
     mlp.get_activation(activation)  # the error for an unknown name
+    if validate:
+        check_dataset(x, y, flat=True, num_classes=mlp.num_classes(params))
+    steps = full_batches(len(y), batch_size)
     sigma, sigma_prime = NUMPY_ACTIVATIONS[activation], backprop.DERIVATIVES[activation]
     params = [(W.copy(), b.copy()) for W, b in params]
     losses = []
-    for i in range(len(y) // batch_size):
+    for i in range(steps):
         xb, yb = (
             x[i * batch_size : (i + 1) * batch_size],
             y[i * batch_size : (i + 1) * batch_size],
@@ -58,9 +65,8 @@ def numpy_epoch(
             np.exp(shifted).sum(axis=1, keepdims=True)
         )  # (B, C)
         losses.append(-log_probs[np.arange(len(yb)), yb].mean())
-        delta = np.exp(
-            log_probs
-        )  # δ^(L) = (softmax − onehot) / B, as in backprop.backward
+        # δ^(L) = (softmax − onehot) / B, as in backprop.backward
+        delta = np.exp(log_probs)
         delta[np.arange(len(yb)), yb] -= 1
         delta /= len(yb)
         grads = backprop.propagate(params, cache, delta, sigma_prime)
@@ -72,13 +78,19 @@ def numpy_epoch(
 
 
 def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
-    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager;
-    returns the mean loss.
+    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager, over
+    ``len(y) // batch_size`` full batches; returns the mean loss.
+
+    ``x`` ``(N, n_in)`` float32 and ``y`` ``(N,)`` int64 (what ``cross_entropy`` takes).
     """
     import torch
 
+    if len(x) != len(y):
+        raise ValueError(
+            f"x and y must have the same length; got {len(x)} and {len(y)}"
+        )
     losses = []
-    for i in range(len(y) // batch_size):
+    for i in range(full_batches(len(y), batch_size)):
         xb, yb = (
             x[i * batch_size : (i + 1) * batch_size],
             y[i * batch_size : (i + 1) * batch_size],

@@ -1,5 +1,6 @@
 import importlib.util
 
+import numpy as np
 import pytest
 
 from companion import bench
@@ -78,3 +79,13 @@ def test_runs_as_a_module_without_warnings():
     )
     assert out.returncode == 0, out.stderr
     assert "scan" in out.stdout and out.stderr == ""
+
+
+def test_run_refuses_bad_data_once_before_timing():
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 784), dtype=np.float32)
+    y = np.where(np.arange(128) == 5, 10, rng.integers(0, 10, 128)).astype(np.int32)
+    with pytest.raises(
+        ValueError, match=r"y must lie in \[0, 10\); found 10 at index 5"
+    ):
+        bench.run(x, y, epochs=1, variants=("scan",))

@@ -3,7 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion.mlp import accuracy, forward, init_params, param_count, predict
+from companion.mlp import (
+    accuracy,
+    forward,
+    init_params,
+    num_classes,
+    param_count,
+    predict,
+)
 
 NP_ACT = {
     "relu": lambda z: np.maximum(z, 0.0),
@@ -160,3 +167,10 @@ def test_param_count_formula():
     sizes = [784, 300, 100, 10]
     expected = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
     assert param_count(init_params(sizes, jax.random.key(0))) == expected
+
+
+def test_num_classes_is_the_last_layers_width():
+    for sizes in ([784, 10], [20, 16, 12], [5, 4, 3, 2]):
+        assert num_classes(init_params(sizes, jax.random.key(0))) == sizes[-1]
+    with pytest.raises(ValueError, match="non-empty list of"):
+        num_classes([])

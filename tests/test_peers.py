@@ -68,3 +68,24 @@ def test_numpy_epoch_follows_the_activation(activation):
         peers.numpy_epoch(
             [(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.1, 32, "gelu"
         )
+
+
+def test_bad_input_is_refused_before_the_first_step():
+    x, y = data(100)
+    params = [
+        (np.asarray(W), np.asarray(b))
+        for W, b in mlp.init_params([784, 10], jax.random.key(0))
+    ]
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 10\); found 10"):
+        peers.numpy_epoch(params, x, np.where(np.arange(100) == 3, 10, y), 0.1, 10)
+    with pytest.raises(ValueError, match="x must be finite"):
+        peers.numpy_epoch(params, np.where(x > 0.99, np.nan, x), y, 0.1, 10)
+    with pytest.raises(ValueError, match="larger than the 100 examples"):
+        peers.numpy_epoch(params, x, y, 0.1, 128)
+    torch = pytest.importorskip("torch")
+    model = peers.torch_mlp(mlp.init_params([784, 10], jax.random.key(0)))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    with pytest.raises(ValueError, match="larger than the 100 examples"):
+        peers.torch_epoch(model, xt, yt, 0.1, 128)
+    with pytest.raises(ValueError, match="same length; got 100 and 99"):
+        peers.torch_epoch(model, xt, yt[:99], 0.1, 10)

@@ -19,14 +19,20 @@ Small flat modules, one concept each (see the book's introduction for the chapte
   5)
 - :mod:`companion.peers` — the same SGD epoch in numpy and PyTorch, the benchmark's
   peers (chapter 5)
-- :mod:`companion.bench` — ``python -m companion.bench``, the chapter-5 table (chapter
-  5)
+- :mod:`companion.bench_mlp` — the MLP's epoch every way and its peers', timed; batch
+  sizes (chapter 5)
+- :mod:`companion.bench` — ``python -m companion.bench``: the benchmark tables (chapters
+  5, 6)
+- :mod:`companion.conv` — convolution as patches × matrix, pooling as a reshape
+  (chapter 6)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
 - :mod:`companion.optim` — an optimizer config, its optax transformation and
   ``nnx.Optimizer`` (chapter 6)
 - :mod:`companion.nnx_steps` — NNX train and eval steps, the NaN guard (chapter 6)
 - :mod:`companion.nnx_training` — ``fit`` and ``evaluate`` for NNX models (chapter 6)
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
+- :mod:`companion.bench_cnn` — the CNN's training steps timed, with PyTorch beside them
+  (chapter 6)
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
   7)
 - :mod:`companion.plotting` — the book's figure style
@@ -46,8 +52,11 @@ import types
 _SUBMODULES = (
     "backprop",
     "batching",
+    "bench_cnn",
+    "bench_mlp",
     "checkpoint",
     "checks",
+    "conv",
     "data",
     "idx",
     "loop",

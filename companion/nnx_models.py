@@ -16,6 +16,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from companion import mlp
+from companion.conv import PatchConv, avg_pool
 
 __all__ = ["CNN", "MLP"]
 
@@ -102,6 +103,11 @@ class CNN(nnx.Module):
     average pooling, then dense 256 and dense 10.
 
     Takes images as ``(B, 28, 28, 1)`` or flat ``(B, 784)``; returns logits ``(B, 10)``.
+    The convolutions are :class:`companion.conv.PatchConv`: ``nnx.Conv`` layers (kernels
+    ``(3, 3, C_in, C_out)``, HWIO) computed as patches × matrix (what XLA:CPU runs
+    fast inside a loop: chapter 6); pooling is :func:`companion.conv.avg_pool`.
+    ``conv="lax"`` builds the textbook version instead (``nnx.Conv``, ``lax.conv`` and
+    ``nnx.avg_pool``): the same parameters and the same function, for comparison.
 
     Examples:
         >>> CNN(rngs=nnx.Rngs(0))(jnp.ones((2, 784))).shape
@@ -114,10 +120,15 @@ class CNN(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
+        conv: str = "patches",
     ):
+        if conv not in ("patches", "lax"):
+            raise ValueError(f'conv must be "patches" or "lax"; got {conv!r}')
+        self.conv = conv
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), **kw)  # (B, 28, 28, 32)
-        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), **kw)  # (B, 14, 14, 64)
+        layer = PatchConv if conv == "patches" else nnx.Conv
+        self.conv1 = layer(1, 32, (3, 3), **kw)  # (B, 28, 28, 32)
+        self.conv2 = layer(32, 64, (3, 3), **kw)  # (B, 14, 14, 64)
         self.dense1 = nnx.Linear(7 * 7 * 64, 256, **kw)
         self.dense2 = nnx.Linear(256, 10, **kw)
 
@@ -128,9 +139,14 @@ class CNN(nnx.Module):
                 f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}"
             )
         x = x.reshape(-1, 28, 28, 1)
-        # (B, 14, 14, 32)
-        x = nnx.avg_pool(nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))
-        # (B, 7, 7, 64)
-        x = nnx.avg_pool(nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2))
+        if self.conv == "patches":
+            pool = avg_pool
+        else:
+
+            def pool(h):
+                return nnx.avg_pool(h, window_shape=(2, 2), strides=(2, 2))
+
+        x = pool(nnx.relu(self.conv1(x)))  # (B, 14, 14, 32)
+        x = pool(nnx.relu(self.conv2(x)))  # (B, 7, 7, 64)
         x = x.reshape(x.shape[0], -1)  # (B, 3136)
         return self.dense2(nnx.relu(self.dense1(x)))

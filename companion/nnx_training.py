@@ -4,8 +4,9 @@
 :func:`companion.nnx_steps.train_step` with a NaN guard). Wrapping a step in ``nnx.jit``
 works but re-walks the Python object graph on every call; :func:`fit` uses the fast path
 instead: ``nnx.split`` the model, optimizer and metrics once into a static ``GraphDef``
-and a ``State`` of arrays, run a plain ``jax.jit`` step on the state (donated), and
-``nnx.update`` the objects at the end. The epochs, history, progress bar and NaN check
+and a ``State`` of arrays, run a plain ``jax.jit`` function on the state (donated) that
+does ``steps_per_call`` steps in one ``lax.scan``, and ``nnx.update`` the objects at the
+end. The epochs, history, progress bar and NaN check
 are :func:`companion.loop.run`'s, shared with :func:`companion.training.fit`.
 
 A step that is not finite is undone by the guard; :func:`fit` raises
@@ -24,6 +25,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from companion.batching import check_dataset, full_batches, shuffle
+from companion.conv import PatchConv
 from companion.loop import (
     EpochStats,
     History,
@@ -38,27 +40,46 @@ from companion.nnx_steps import NonFiniteGuard, guarded_train_step, make_metrics
 
 # fit and evaluate return companion.loop's History and Metrics, and raise its
 # NonFiniteLossError (shared with training, and documented there).
-__all__ = ["evaluate", "fit", "num_classes"]
+__all__ = ["evaluate", "fit", "loops_well", "num_classes"]
 
 
 # --- the fast path: split once, jax.jit the pure function of the state
 # ---------------------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 6), donate_argnums=2)
-def _fast_train_step(graphdef, treedef, leaves, xs, ys, i, batch_size):
-    # The state travels as a flat list of arrays: jit's C++ dispatch handles a list at
-    # full speed, while a custom pytree (nnx.State) is flattened by Python code on every
-    # call.
-    model, optimizer, metrics, guard = nnx.merge(
-        graphdef, jax.tree.unflatten(treedef, leaves)
+@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7), donate_argnums=2)
+def _fast_train_steps(graphdef, treedef, leaves, xs, ys, first, count, batch_size):
+    # Steps first .. first + count - 1 of the epoch in one call: a lax.scan over the
+    # batch index (count == 1: one plain step). The state travels as a flat list of
+    # arrays: jit's C++ dispatch handles a list at full speed, while a custom pytree
+    # (nnx.State) is flattened by Python code on every call.
+    def step(leaves, i):
+        objects = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        x = jax.lax.dynamic_slice_in_dim(xs, i * batch_size, batch_size)  # on device
+        y = jax.lax.dynamic_slice_in_dim(ys, i * batch_size, batch_size)
+        guarded_train_step(*objects, x, y)
+        return jax.tree.leaves(nnx.state(objects)), None
+
+    if count == 1:
+        return step(leaves, first)[0]
+    return jax.lax.scan(step, leaves, first + jnp.arange(count))[0]
+
+
+def loops_well(model: nnx.Module) -> bool:
+    """Whether many steps of ``model`` can run in one ``lax.scan`` at full speed.
+
+    False on the CPU backend for a model holding an ``nnx.Conv`` (or ``ConvTranspose``)
+    other than :class:`companion.conv.PatchConv`: inside a loop, XLA:CPU computes
+    ``lax.conv``'s kernel gradient in a layout its fast convolution does not take, and
+    falls back to a generic loop (chapter 6 measured a CNN step ≈ 10× slower).
+    """
+    if jax.default_backend() != "cpu":
+        return True
+    return not any(
+        isinstance(node, (nnx.Conv, nnx.ConvTranspose))
+        and not isinstance(node, PatchConv)
+        for _, node in nnx.iter_graph(model)
     )
-    x = jax.lax.dynamic_slice_in_dim(
-        xs, i * batch_size, batch_size
-    )  # batch i, sliced on the device
-    y = jax.lax.dynamic_slice_in_dim(ys, i * batch_size, batch_size)
-    guarded_train_step(model, optimizer, metrics, guard, x, y)
-    return jax.tree.leaves(nnx.state((model, optimizer, metrics, guard)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -137,6 +158,7 @@ def fit(
     checkpointer=None,
     schedule: optax.Schedule | None = None,
     check_every: int = 50,
+    steps_per_call: int | None = None,
     progress: bool = True,
 ) -> History:
     """Train ``model`` in place for epochs ``start_epoch .. epochs - 1``, recording a
@@ -161,7 +183,10 @@ def fit(
         checkpointer: saves after every epoch when given.
         schedule: the learning-rate schedule, only to record it in the history.
         check_every: steps between checks of the NaN guard (each check waits for the
-            device).
+            device; with ``steps_per_call`` > 1, at the first call that reaches it).
+        steps_per_call: steps per compiled call, run as one ``lax.scan``: fewer calls,
+            and one scratch allocation for many steps. ``None``: ``check_every``, or 1
+            for a model that does not loop well on this backend (:func:`loops_well`).
         progress: a tqdm progress bar over the steps with the running loss and accuracy.
 
     Raises:
@@ -179,6 +204,10 @@ def fit(
             "check_every must be at least 1 (steps between NaN checks); "
             f"got {check_every}"
         )
+    if steps_per_call is None:
+        steps_per_call = check_every if loops_well(model) else 1
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be at least 1; got {steps_per_call}")
     _validate(x_train, y_train, model)
     if x_val is not None:
         _validate(x_val, y_val, model, name="val_")
@@ -210,17 +239,23 @@ def fit(
         xs, ys = (x_dev, y_dev) if key is None else shuffle(key, x_dev, y_dev)
         graphdef, state = nnx.split(objects)
         leaves, treedef = jax.tree.flatten(state)
-        for i in range(steps):
-            leaves = _fast_train_step(graphdef, treedef, leaves, xs, ys, i, batch_size)
-            if (i + 1) % check_every == 0 or i == steps - 1:
+        done, shown = 0, 0
+        while done < steps:
+            count = min(steps_per_call, steps - done)
+            leaves = _fast_train_steps(
+                graphdef, treedef, leaves, xs, ys, done, count, batch_size
+            )
+            done += count
+            if done // check_every > (done - count) // check_every or done == steps:
                 check(leaves, treedef, epoch)
                 computed = metrics.compute()
                 bar.advance(
-                    (i % check_every) + 1,
+                    done - shown,
                     epoch=str(epoch + 1),
                     loss=f"{float(computed['loss']):.4f}",
                     acc=f"{float(computed['accuracy']):.3f}",
                 )
+                shown = done
         computed = {k: float(v) for k, v in metrics.compute().items()}
         metrics.reset()
         return EpochStats(computed["loss"], computed["accuracy"], computed["grad_norm"])

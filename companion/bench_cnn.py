@@ -1,0 +1,174 @@
+"""The CNN half of ``python -m companion.bench`` (``--model cnn``): seconds per epoch
+of the book's CNN (chapter 6) trained with Adam, the companion's way and its peers'.
+
+Variants, all from the same initial weights on the same batches:
+
+- ``fit``: :func:`companion.nnx_training.fit`, the companion's fast path (many steps
+  per compiled call, convolutions as patches × matrix, NaN guard included);
+- ``nnx.jit``: the four-line :func:`companion.nnx_steps.train_step` under ``nnx.jit``,
+  one call per step;
+- ``fit-lax`` and ``nnx.jit-lax``: the same two with the textbook layers (``nnx.Conv``,
+  i.e. ``lax.conv``; ``CNN(conv="lax")``), to show what the patches are worth;
+- ``torch`` and ``torch.compile``: the same network and update in PyTorch
+  (:func:`companion.peers.torch_cnn`, ``torch.optim.Adam``), eager and compiled.
+
+A CNN epoch is long, so each variant times ``steps`` steps (after as many untimed
+ones: compilation) and reports seconds per epoch as seconds per step × ``N //
+batch_size``. The floor is :func:`cnn_step_flops` over the measured matmul throughput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from companion import nnx_steps, nnx_training, optim
+from companion.batching import check_dataset, full_batches
+from companion.bench import Row, import_torch
+from companion.nnx_models import CNN
+from companion.peers import torch_cnn, torch_epoch
+from companion.timing import benchmark
+
+__all__ = ["CNN_VARIANTS", "cnn_step_flops", "run_cnn"]
+
+CNN_VARIANTS = ("fit", "nnx.jit", "fit-lax", "nnx.jit-lax", "torch", "torch.compile")
+
+
+def cnn_step_flops(batch_size: int) -> int:
+    """Floating-point operations of one training step of the book's CNN.
+
+    Per layer, a multiply-add per kernel tap per output: ``H·W·kh·kw·C_in·C_out`` for a
+    convolution, ``n_in·n_out`` for a dense layer, 2 FLOPs each. The backward pass does
+    that twice more (the gradients of the weights and of the input), except for the
+    first layer, whose input needs no gradient. Pooling, ReLU and the loss are ignored
+    (elementwise: small).
+
+    Examples:
+        >>> cnn_step_flops(1)  # ≈ 27 MFLOP per example
+        27411200
+    """
+    layers = [  # multiply-adds per example, forward
+        28 * 28 * 3 * 3 * 1 * 32,  # conv1
+        14 * 14 * 3 * 3 * 32 * 64,  # conv2
+        7 * 7 * 64 * 256,  # dense1
+        256 * 10,  # dense2
+    ]
+    macs = sum(3 * m for m in layers) - layers[0]
+    return 2 * macs * batch_size
+
+
+def run_cnn(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 64,
+    steps: int = 50,
+    repeat: int = 3,
+    lr: float = 1e-3,
+    variants: Sequence[str] = CNN_VARIANTS,
+    seed: int = 0,
+) -> list[Row]:
+    """Time each CNN variant: ``steps`` Adam steps, one untimed run then the median of
+    ``repeat``; a list of :class:`companion.bench.Row` in seconds per epoch of ``(x,
+    y)``.
+
+    Every run trains on the same first ``steps`` batches, so after the same number of
+    runs every variant has taken the same steps from the same weights: the ``loss``
+    column agrees to float32 rounding. The torch variants are skipped, with a note on
+    stderr, if torch is not installed.
+    """
+    unknown = set(variants) - set(CNN_VARIANTS)
+    if unknown:
+        raise ValueError(
+            f"unknown variants {sorted(unknown)}; choose from {list(CNN_VARIANTS)}"
+        )
+    if steps < 1 or repeat < 1:
+        raise ValueError(f"steps and repeat must be positive; got {steps}, {repeat}")
+    check_dataset(x, y, num_classes=10)
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    if x.shape[1] != 784:
+        raise ValueError(f"the CNN takes 28×28 images; got x of shape {x.shape}")
+    per_epoch = full_batches(len(y), batch_size)
+    if steps > per_epoch:
+        raise ValueError(
+            f"steps ({steps}) is more than an epoch of {per_epoch} batches of "
+            f"{batch_size}"
+        )
+    n = steps * batch_size
+    x_dev, y_dev = jnp.asarray(x[:n]), jnp.asarray(y[:n])
+    init = nnx.state(CNN(rngs=nnx.Rngs(seed)), nnx.Param)
+    rows = []
+    for variant in variants:
+        if variant.startswith("torch"):
+            torch = import_torch(variant)
+            if torch is None:
+                continue
+            twin = torch_cnn(_cnn(init, "patches"))
+            opt = torch.optim.Adam(twin.parameters(), lr=lr)
+            model = torch.compile(twin) if variant == "torch.compile" else twin
+            x_t, y_t = torch.from_numpy(x[:n]), torch.from_numpy(y[:n].astype(np.int64))
+
+            def run(model=model, opt=opt, x_t=x_t, y_t=y_t):
+                return torch_epoch(model, x_t, y_t, lr, batch_size, optimizer=opt)
+
+        else:
+            model = _cnn(init, "lax" if variant.endswith("-lax") else "patches")
+            opt = optim.make_optimizer(model, optax.adam(lr))
+            run = (_fit_run if variant.startswith("fit") else _nnx_jit_run)(
+                model, opt, x_dev, y_dev, batch_size
+            )
+        losses: list[float] = []
+        timed = benchmark(lambda r=run, out=losses: out.append(r()), repeat=repeat)
+        seconds = timed.median / steps * per_epoch  # per step, times an epoch's steps
+        rows.append(Row(variant, seconds, repeat, losses[-1]))
+    return rows
+
+
+def _cnn(params: nnx.State, conv: str) -> CNN:
+    model = CNN(rngs=nnx.Rngs(0), conv=conv)
+    nnx.update(model, jax.tree.map(jnp.array, params))  # a copy: training donates it
+    return model
+
+
+def _fit_run(model, optimizer, x, y, batch_size):
+    done = [0]
+
+    def run():
+        h = nnx_training.fit(
+            model,
+            optimizer,
+            x,
+            y,
+            epochs=done[0] + 1,
+            start_epoch=done[0],
+            batch_size=batch_size,
+            progress=False,
+        )
+        done[0] += 1
+        return h.loss[-1]
+
+    return run
+
+
+@nnx.jit
+def _jit_step(model, optimizer, metrics, x, y):
+    nnx_steps.train_step(model, optimizer, metrics, x, y)
+
+
+def _nnx_jit_run(model, optimizer, x, y, batch_size):
+    metrics = nnx_steps.make_metrics()
+
+    def run():
+        for i in range(len(y) // batch_size):
+            batch = slice(i * batch_size, (i + 1) * batch_size)
+            _jit_step(model, optimizer, metrics, x[batch], y[batch])
+        loss = float(metrics.compute()["loss"])  # waits for the last step
+        metrics.reset()
+        return loss
+
+    return run

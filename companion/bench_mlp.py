@@ -1,0 +1,159 @@
+"""The MLP half of ``python -m companion.bench`` (chapter 5): seconds per SGD epoch of
+the book's MLP, every way the book trains it and its peers'.
+
+Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``), ``torch`` and
+``torch.compile`` (PyTorch eager and compiled, the same model on the same batches, if
+torch is installed) and ``numpy`` (the chapter-4 forward and backward kernels run on
+numpy arrays): the peers live in :mod:`companion.peers`. :func:`scaling` times some of
+them at several batch sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from companion import mlp, sgd
+from companion.bench import Row, import_torch
+from companion.peers import numpy_epoch, torch_epoch, torch_mlp
+from companion.timing import benchmark
+
+__all__ = ["VARIANTS", "epoch_flops", "run", "scaling"]
+
+VARIANTS = ("eager", "jit", "scan", "torch", "torch.compile", "numpy")
+
+
+def epoch_flops(sizes: Sequence[int], n: int, batch_size: int) -> int:
+    """Floating-point operations of the matrix products in one SGD epoch of ``n //
+    batch_size`` steps.
+
+    Per layer with ``n_in`` inputs and ``n_out`` outputs a step does ``2·B·n_in·n_out``
+    FLOPs for the forward product, as many for ``∇W = aᵀδ``, and as many for ``δ Wᵀ`` —
+    except in the first layer, whose input needs no gradient. Elementwise work is
+    ignored (it is small here).
+
+    Examples:
+        >>> epoch_flops([784, 128, 10], n=128, batch_size=64)  # 2 steps
+        52363264
+    """
+    steps = n // batch_size
+    per_step = 0
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        products = 2 if i == 0 else 3
+        per_step += products * 2 * batch_size * n_in * n_out
+    return steps * per_step
+
+
+def _median_epoch(
+    step: Callable[[], float], epochs: int, warmup: int
+) -> tuple[float, float]:
+    """Median seconds of ``step()`` (an epoch that waits for its own result), and its
+    last loss.
+    """
+    losses: list[float] = []
+    timed = benchmark(lambda: losses.append(step()), warmup=warmup, repeat=epochs)
+    return timed.median, losses[-1]
+
+
+def run(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    sizes: Sequence[int] = (784, 128, 10),
+    lr: float = 0.01,
+    batch_size: int = 64,
+    epochs: int = 3,
+    eager_epochs: int = 1,
+    variants: Sequence[str] = VARIANTS,
+    seed: int = 516,
+) -> list[Row]:
+    """Time each variant: one untimed warm-up epoch (compilation), then the median of
+    ``epochs``.
+
+    ``eager`` is timed over ``eager_epochs`` without warm-up (it compiles nothing and is
+    slow). ``torch`` and ``torch.compile`` are skipped, with a note on stderr, if torch
+    is not installed. The data is checked once, first (``ValueError`` naming the
+    problem).
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(
+            f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
+        )
+    init = mlp.init_params(list(sizes), jax.random.PRNGKey(seed))
+    sgd.check_inputs(x, y, init, "relu")  # once: the variants below check nothing
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)  # on the device once, as a user would
+    rows = []
+    for variant in variants:
+        if variant in ("eager", "jit", "scan"):
+            state = {
+                "p": jax.tree.map(jnp.array, init)
+            }  # a copy: jit and scan donate it
+
+            def step(variant=variant, state=state):
+                state["p"], loss = sgd.train_epoch(
+                    state["p"],
+                    x_dev,
+                    y_dev,
+                    lr=lr,
+                    batch_size=batch_size,
+                    mode=variant,
+                    validate=False,
+                )
+                jax.block_until_ready(state["p"])
+                return float(loss)
+
+            timed = eager_epochs if variant == "eager" else epochs
+            seconds, loss = _median_epoch(
+                step, timed, warmup=0 if variant == "eager" else 1
+            )
+        elif variant == "numpy":
+            np_state = {"p": [(np.asarray(W), np.asarray(b)) for W, b in init]}
+            x_np, y_np = np.asarray(x, np.float32), np.asarray(y)
+
+            def np_step(state=np_state, x_np=x_np, y_np=y_np):
+                state["p"], loss = numpy_epoch(
+                    state["p"], x_np, y_np, lr, batch_size, validate=False
+                )
+                return loss
+
+            timed = epochs
+            seconds, loss = _median_epoch(np_step, timed, warmup=1)
+        else:
+            torch = import_torch(variant)
+            if torch is None:
+                continue
+            model = torch_mlp(init)
+            if variant == "torch.compile":
+                model = torch.compile(model)
+            x_t = torch.from_numpy(np.asarray(x, np.float32))
+            y_t = torch.from_numpy(np.asarray(y).astype(np.int64))
+
+            def torch_step(model=model, x_t=x_t, y_t=y_t):
+                return torch_epoch(model, x_t, y_t, lr, batch_size)
+
+            timed = epochs
+            seconds, loss = _median_epoch(torch_step, timed, warmup=1)
+        rows.append(Row(variant, seconds, timed, loss))
+    return rows
+
+
+def scaling(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_sizes: Sequence[int],
+    *,
+    variants: Sequence[str] = ("scan", "numpy", "torch"),
+    lr: float = 0.01,
+    epochs: int = 1,
+) -> dict[int, list[Row]]:
+    """:func:`run` for each batch size (one warm-up epoch, then ``epochs`` timed): the
+    rows per batch size.
+    """
+    return {
+        b: run(x, y, lr=lr, batch_size=b, epochs=epochs, variants=variants)
+        for b in batch_sizes
+    }

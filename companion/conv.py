@@ -1,0 +1,154 @@
+"""Convolution as patches × matrix, and average pooling as a reshape (chapter 6).
+
+What the book's CNN computes, written so that XLA:CPU runs it fast. A stride-1 "SAME"
+convolution with a ``(kh, kw, C, O)`` kernel is a matrix product: gather, for every
+pixel, the ``kh·kw·C`` values under the kernel (the *patches*, ``(B, H, W, kh·kw·C)``),
+and multiply by the kernel reshaped to ``(kh·kw·C, O)``. The gathering is ``kh·kw``
+shifted slices of the padded image; their gradient is ``kh·kw`` shifted adds, so the
+backward pass is matrix products and slices too. ``jax.lax.conv_general_dilated``
+computes the same numbers, but on XLA:CPU its kernel gradient inside a ``lax.scan``
+falls back to a slow generic loop (chapter 6 measures both). Non-overlapping average
+pooling is a reshape and a mean, whose gradient is a broadcast, where
+``lax.reduce_window``'s is a padded scatter. :class:`PatchConv` is an ``nnx.Conv`` (the
+same parameters) that computes this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import ArrayLike
+
+__all__ = ["PatchConv", "avg_pool", "same_conv"]
+
+
+def same_conv(
+    x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None
+) -> jax.Array:
+    """A stride-1, zero-padded ("SAME") 2-D convolution, as patches × matrix.
+
+    ``y[b, i, j, o] = Σ_{di, dj, c} x[b, i + di − kh//2, j + dj − kw//2, c] ·
+    kernel[di, dj, c, o] + bias[o]`` (zero outside the image): the same as
+    ``lax.conv_general_dilated(x, kernel, (1, 1), "SAME")`` in NHWC/HWIO layout.
+
+    Args:
+        x: images ``(B, H, W, C)``.
+        kernel: ``(kh, kw, C, O)`` (HWIO, as ``nnx.Conv`` stores it), ``kh`` and ``kw``
+            odd.
+        bias: ``(O,)`` or ``None``.
+
+    Returns:
+        ``(B, H, W, O)``, in the dtype the inputs promote to.
+
+    Examples:
+        >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+        >>> same_conv(x, jnp.ones((3, 3, 1, 1)))[0, :, :, 0]  # sums of 3×3 windows
+        Array([[ 8., 15., 12.],
+               [21., 36., 27.],
+               [20., 33., 24.]], dtype=float32)
+    """
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    if x.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(
+            "same_conv takes x (B, H, W, C) and kernel (kh, kw, C, O); "
+            f"got x {x.shape} and kernel {kernel.shape}"
+        )
+    kh, kw, c, o = kernel.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel height and width must be odd; got {kh}×{kw}")
+    if x.shape[-1] != c:
+        raise ValueError(
+            f"x has {x.shape[-1]} channels but the kernel expects {c}: "
+            f"x {x.shape}, kernel {kernel.shape}"
+        )
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    # (B, H, W, kh·kw·C): for each pixel, its window, in the kernel's (di, dj, c) order
+    patches = jnp.concatenate(
+        [padded[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)],
+        axis=-1,
+    )
+    y = patches @ kernel.reshape(kh * kw * c, o)  # (B, H, W, O)
+    return y if bias is None else y + jnp.asarray(bias)
+
+
+def avg_pool(x: ArrayLike, size: int = 2) -> jax.Array:
+    """Average over non-overlapping ``size × size`` windows: ``(B, H, W, C)`` →
+    ``(B, H/size, W/size, C)``.
+
+    The same as ``nnx.avg_pool(x, (size, size), strides=(size, size))`` when ``size``
+    divides ``H`` and ``W`` (it must).
+
+    Examples:
+        >>> avg_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+        Array([[ 2.5,  4.5],
+               [10.5, 12.5]], dtype=float32)
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"avg_pool takes x (B, H, W, C); got {x.shape}")
+    b, h, w, c = x.shape
+    if size < 1 or h % size or w % size:
+        raise ValueError(
+            f"pool size {size} must be positive and divide the height and width; "
+            f"got x {x.shape}"
+        )
+    return x.reshape(b, h // size, size, w // size, size, c).mean(axis=(2, 4))
+
+
+class PatchConv(nnx.Conv):
+    """An ``nnx.Conv`` (stride 1, "SAME" padding) computed as patches × matrix.
+
+    The same parameters as ``nnx.Conv`` (``kernel`` ``(kh, kw, C_in, C_out)``, HWIO;
+    ``bias`` ``(C_out,)``) and the same outputs, through :func:`same_conv`: on XLA:CPU
+    its gradient stays fast inside ``lax.scan`` (which ``companion.nnx_training.fit``
+    uses to run many steps per call), where ``lax.conv``'s kernel gradient does not.
+
+    Args:
+        in_features, out_features: channels in and out.
+        kernel_size: ``(kh, kw)``, both odd.
+        rngs, dtype, param_dtype, use_bias: as for ``nnx.Conv``.
+
+    Examples:
+        >>> conv = PatchConv(1, 4, (3, 3), rngs=nnx.Rngs(0))
+        >>> conv(jnp.ones((2, 5, 5, 1))).shape
+        (2, 5, 5, 4)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: Sequence[int] = (3, 3),
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        use_bias: bool = True,
+    ):
+        kernel_size = tuple(kernel_size)
+        if len(kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in kernel_size):
+            raise ValueError(
+                f"kernel_size must be two odd positive sizes; got {kernel_size}"
+            )
+        super().__init__(
+            in_features,
+            out_features,
+            kernel_size,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            use_bias=use_bias,
+        )
+
+    def __call__(self, x: ArrayLike) -> jax.Array:
+        """``x`` ``(B, H, W, C_in)`` → ``(B, H, W, C_out)``."""
+        x = jnp.asarray(x)
+        kernel = self.kernel[...]
+        # nnx.Conv's dtype rule: the layer's dtype, else what x and kernel promote to
+        dtype = self.dtype or jnp.result_type(x, kernel)
+        bias = None if self.bias is None else self.bias[...].astype(dtype)
+        return same_conv(x.astype(dtype), kernel.astype(dtype), bias)

@@ -1,0 +1,55 @@
+import importlib.util
+
+import numpy as np
+import pytest
+
+from companion import bench_mlp
+
+
+def data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 784), dtype=np.float32)
+    return x, rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_epoch_flops_counts_every_matrix_product():
+    B, steps = 32, 5
+    forward = 2 * B * (784 * 128 + 128 * 64 + 64 * 10)
+    backward_dW = forward
+    backward_dx = 2 * B * (128 * 64 + 64 * 10)  # none for the input layer's input
+    assert bench_mlp.epoch_flops(
+        [784, 128, 64, 10], n=steps * B + 7, batch_size=B
+    ) == steps * (forward + backward_dW + backward_dx)
+
+
+def test_run_refuses_bad_data_once_before_timing():
+    x, y = data(128)
+    y[5] = 10
+    with pytest.raises(
+        ValueError, match=r"y must lie in \[0, 10\); found 10 at index 5"
+    ):
+        bench_mlp.run(x, y, epochs=1, variants=("scan",))
+
+
+def test_variants_train_the_same_model():
+    # Same init, same batches, same epochs: the losses agree to float32 rounding; a
+    # variant that trained something else (another update, other batches) would not.
+    x, y = data()
+    variants = ["jit", "scan", "numpy"]
+    if importlib.util.find_spec("torch") is not None:
+        variants += ["torch", "torch.compile"]
+    rows = bench_mlp.run(x, y, epochs=1, lr=0.1, variants=variants)
+    assert [r.variant for r in rows] == variants
+    np.testing.assert_allclose([r.loss for r in rows], rows[0].loss, rtol=1e-4)
+    assert all(r.seconds > 0 and r.epochs == 1 for r in rows)
+
+
+def test_scaling_times_each_batch_size():
+    x, y = data(512)
+    out = bench_mlp.scaling(x, y, [32, 128], variants=("scan", "numpy"))
+    assert list(out) == [32, 128]
+    for rows in out.values():
+        assert [r.variant for r in rows] == ["scan", "numpy"]
+        np.testing.assert_allclose(rows[0].loss, rows[1].loss, rtol=1e-4)
+    # a larger batch is fewer, larger steps of the same epoch: another loss
+    assert out[32][0].loss != pytest.approx(out[128][0].loss, rel=1e-6)

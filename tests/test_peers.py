@@ -113,7 +113,8 @@ def test_torch_cnn_has_the_same_logits_and_gradients(conv):
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
 
     grads = nnx.grad(loss)(model)
-    torch.nn.functional.cross_entropy(twin(x_t), torch.from_numpy(y.astype(np.int64))).backward()  # fmt: skip
+    y_t = torch.from_numpy(y.astype(np.int64))
+    torch.nn.functional.cross_entropy(twin(x_t), y_t).backward()
     np.testing.assert_allclose(
         twin[1].weight.grad.numpy(),
         np.transpose(grads.conv1.kernel[...], (3, 2, 0, 1)),

@@ -33,6 +33,8 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
 - :mod:`companion.bench_cnn` — the CNN's training steps timed, with PyTorch beside them
   (chapter 6)
+- :mod:`companion.diagnose` — inputs, dead units, gradient norms, overfit one batch, a
+  report (chapter 8)
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
   7)
 - :mod:`companion.plotting` — the book's figure style
@@ -58,6 +60,7 @@ _SUBMODULES = (
     "checks",
     "conv",
     "data",
+    "diagnose",
     "idx",
     "loop",
     "losses",

@@ -59,6 +59,15 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x: ArrayLike) -> jax.Array:
+        return self.layers[-1](self._hidden(x)[1])
+
+    def preactivations(self, x: ArrayLike) -> dict[str, jax.Array]:
+        """Each hidden layer's input to σ, ``z = a W + b`` ``(B, n_out)``, by name
+        (``layers/0``, ...): what ``companion.diagnose`` inspects.
+        """
+        return self._hidden(x)[0]
+
+    def _hidden(self, x: ArrayLike) -> tuple[dict[str, jax.Array], jax.Array]:
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.sizes[0]:
             raise ValueError(
@@ -66,9 +75,11 @@ class MLP(nnx.Module):
                 f"got {x.shape}"
             )
         sigma = mlp.get_activation(self.activation)
-        for layer in self.layers[:-1]:
-            x = sigma(layer(x))
-        return self.layers[-1](x)
+        pre = {}
+        for i, layer in enumerate(self.layers[:-1]):
+            pre[f"layers/{i}"] = z = layer(x)
+            x = sigma(z)
+        return pre, x
 
     def load_params(self, params: mlp.Params) -> None:
         """Copy chapter-2 ``(W, b)`` pairs in, ``W`` of shape ``(n_in, n_out)``.
@@ -133,6 +144,13 @@ class CNN(nnx.Module):
         self.dense2 = nnx.Linear(256, 10, **kw)
 
     def __call__(self, x: ArrayLike) -> jax.Array:
+        return self.dense2(nnx.relu(self.preactivations(x)["dense1"]))
+
+    def preactivations(self, x: ArrayLike) -> dict[str, jax.Array]:
+        """The inputs of the ReLUs by layer: ``conv1`` ``(B, 28, 28, 32)``, ``conv2``
+        ``(B, 14, 14, 64)``, ``dense1`` ``(B, 256)`` (what ``companion.diagnose``
+        inspects).
+        """
         x = jnp.asarray(x)
         if x.shape[1:] not in ((784,), (28, 28, 1)):
             raise ValueError(
@@ -146,7 +164,9 @@ class CNN(nnx.Module):
             def pool(h):
                 return nnx.avg_pool(h, window_shape=(2, 2), strides=(2, 2))
 
-        x = pool(nnx.relu(self.conv1(x)))  # (B, 14, 14, 32)
-        x = pool(nnx.relu(self.conv2(x)))  # (B, 7, 7, 64)
-        x = x.reshape(x.shape[0], -1)  # (B, 3136)
-        return self.dense2(nnx.relu(self.dense1(x)))
+        pre = {"conv1": self.conv1(x)}
+        x = pool(nnx.relu(pre["conv1"]))  # (B, 14, 14, 32)
+        pre["conv2"] = self.conv2(x)
+        x = pool(nnx.relu(pre["conv2"]))  # (B, 7, 7, 64)
+        pre["dense1"] = self.dense1(x.reshape(x.shape[0], -1))  # (B, 3136) -> (B, 256)
+        return pre

@@ -50,7 +50,7 @@ def cnn_step_flops(batch_size: int) -> int:
 
     Examples:
         >>> cnn_step_flops(1)  # ≈ 27 MFLOP per example
-        27411200
+        27411456
     """
     layers = [  # multiply-adds per example, forward
         28 * 28 * 3 * 3 * 1 * 32,  # conv1

@@ -144,10 +144,13 @@ def input_stats(x: ArrayLike) -> InputStats:
     mean, std = float(values.mean()), float(values.std())
     lo, hi = float(values.min()), float(values.max())
     if max(abs(lo), abs(hi)) > 10:
+        bytes_like = lo >= 0 and hi <= 255  # raw pixels
+        hint = (
+            "pixels in [0, 255]? divide by 255" if bytes_like else "check the scaling"
+        )
         warnings.append(
             f"values reach {hi if abs(hi) >= abs(lo) else lo:g}, far outside the "
-            "[-1, 1] scale initialisations assume: unnormalised? (pixels in [0, 255]: "
-            "divide by 255)"
+            f"[-1, 1] scale initialisations assume: {hint}"
         )
     elif abs(mean) > 2 * std:
         warnings.append(

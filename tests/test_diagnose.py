@@ -22,6 +22,8 @@ def test_input_stats_on_hand_made_data():
     assert s.constant_features == 2 and s.non_finite == 0 and s.warnings == ()
     raw = diagnose.input_stats(x * 60)  # up to 240: pixels in [0, 255]
     assert len(raw.warnings) == 1 and "divide by 255" in raw.warnings[0]
+    signed = diagnose.input_stats(x * -60)
+    assert "check the scaling" in signed.warnings[0] and "255" not in signed.warnings[0]
     shifted = diagnose.input_stats(np.random.default_rng(0).random((50, 4)) + 5)
     assert len(shifted.warnings) == 1 and "subtract the mean" in shifted.warnings[0]
     x[0, 0] = np.nan
@@ -106,7 +108,8 @@ def test_report_names_each_problem():
     assert diagnose.report(p, x, y).problems == ()
     assert "nothing looks wrong" in str(diagnose.report(p, x, y, overfit=False))
     raw = diagnose.report(p, x * 300, y, overfit=False).problems
-    assert any("divide by 255" in q for q in raw)
+    # blobs are signed: not raw pixels, so the hint is to check the scaling
+    assert any("far outside" in q and "check the scaling" in q for q in raw)
     dead = diagnose.report([(p[0][0], p[0][1] - 100.0), p[1]], x, y)
     text = " ".join(dead.problems)
     assert "100% of units dead" in text and "grad W1: exactly 0" in text

@@ -68,3 +68,20 @@ def test_runs_as_a_module_without_warnings():
     )
     assert out.returncode == 0, out.stderr
     assert "scan" in out.stdout and out.stderr == ""
+
+
+def test_cli_cnn_table_and_batch_size_table(capsys):
+    argv = ["--model", "cnn", "--synthetic", "256", "--steps", "2", "--repeat", "1"]
+    assert bench.main([*argv, "--variants", "fit,nnx.jit"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CNN: 256 synthetic images") and "nnx.jit" in out
+    argv = ["--synthetic", "256", "--epochs", "1", "--variants", "scan"]
+    assert bench.main([*argv, "--batch-sizes", "32,64"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("against the batch size:")[1].splitlines()
+    assert table[1].split()[0] == "batch" and [r.split()[0] for r in table[2:]] == [
+        "32",
+        "64",
+    ]
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "cnn", "--synthetic", "64", "--steps", "9"])

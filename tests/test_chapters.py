@@ -146,8 +146,9 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
         if out.output_type == "stream":
             if which == "book":
                 streams.setdefault(out.name, out.text)
-            elif out.text.rstrip():
-                streams[out.name] = streams.get(out.name, "") + out.text.rstrip() + "\n"
+            else:
+                # a print may arrive in several chunks: join them as a terminal would
+                streams[out.name] = streams.get(out.name, "") + out.text
         elif out.output_type == "error":
             others.append(("error", out.ename, out.evalue))
         else:
@@ -158,8 +159,7 @@ def _normalise(outputs, which: str) -> tuple[dict, list]:
             }
             if data:
                 others.append(tuple(sorted((k, str(v)) for k, v in data.items())))
-    if which == "book":
-        streams = {k: v.rstrip() + "\n" for k, v in streams.items() if v.rstrip()}
+    streams = {k: v.rstrip() + "\n" for k, v in streams.items() if v.rstrip()}
 
     # memory addresses and the kernel's temporary file names vary
     def mask(text: str) -> str:

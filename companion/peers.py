@@ -156,6 +156,17 @@ def torch_cnn(model):
     import torch
     from torch import nn
 
+    expected = {"conv1": (3, 3, 1, 32), "conv2": (3, 3, 32, 64)}
+    expected |= {"dense1": (7 * 7 * 64, 256), "dense2": (256, 10)}
+    found = {
+        k: np.shape(getattr(getattr(model, k, None), "kernel", None)) for k in expected
+    }
+    if found != expected:
+        raise ValueError(
+            "torch_cnn copies the book's CNN (companion.nnx_models.CNN): kernels "
+            f"{expected}; got {found}"
+        )
+
     def tensor(a):
         return torch.from_numpy(np.array(a, np.float32, order="C", copy=True))
 

@@ -145,3 +145,13 @@ def test_torch_epoch_with_an_optimizer_and_a_step_limit():
         )
     with pytest.raises(ValueError, match=r"steps must be in \[1, 4\]; got 5"):
         peers.torch_epoch(a, x_t, y_t, 0.1, 64, steps=5)
+
+
+def test_torch_cnn_refuses_another_model():
+    pytest.importorskip("torch")
+    from flax import nnx
+
+    from companion.nnx_models import MLP
+
+    with pytest.raises(ValueError, match="torch_cnn copies the book's CNN"):
+        peers.torch_cnn(MLP([784, 10], rngs=nnx.Rngs(0)))

@@ -37,13 +37,15 @@ Small flat modules, one concept each (see the book's introduction for the chapte
   report (chapter 8)
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
   7)
+- :mod:`companion.torch_bridge` — weights between the book's JAX models and their
+  PyTorch twins (appendix)
 - :mod:`companion.plotting` — the book's figure style
 
 ``companion.bench`` is a command (``python -m companion.bench``), imported on its own,
 not here. Importing the package imports none of its modules until they are used; none of
-them imports torch on import (:mod:`companion.peers` loads it when its PyTorch functions
-are called, torchvision is loaded only when :func:`companion.data.load_mnist` must
-download MNIST).
+them imports torch on import (:mod:`companion.peers` and :mod:`companion.torch_bridge`
+load it when their PyTorch functions are called, torchvision is loaded only when
+:func:`companion.data.load_mnist` must download MNIST).
 """
 
 import importlib
@@ -74,6 +76,7 @@ _SUBMODULES = (
     "plotting",
     "sgd",
     "timing",
+    "torch_bridge",
     "training",
 )
 

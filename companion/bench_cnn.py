@@ -10,7 +10,8 @@ Variants, all from the same initial weights on the same batches:
 - ``fit-lax`` and ``nnx.jit-lax``: the same two with the textbook layers (``nnx.Conv``,
   i.e. ``lax.conv``; ``CNN(conv="lax")``), to show what the patches are worth;
 - ``torch`` and ``torch.compile``: the same network and update in PyTorch
-  (:func:`companion.peers.torch_cnn`, ``torch.optim.Adam``), eager and compiled.
+  (:func:`companion.torch_bridge.cnn_to_torch`, ``torch.optim.Adam``), eager and
+  compiled.
 
 A CNN epoch is long, so each variant times ``steps`` steps (after as many untimed
 ones: compilation) and reports seconds per epoch as seconds per step × ``N //
@@ -31,8 +32,9 @@ from companion import nnx_steps, nnx_training, optim
 from companion.batching import check_dataset, full_batches
 from companion.bench import Row, import_torch
 from companion.nnx_models import CNN
-from companion.peers import torch_cnn, torch_epoch
+from companion.peers import torch_epoch
 from companion.timing import benchmark
+from companion.torch_bridge import cnn_to_torch
 
 __all__ = ["CNN_VARIANTS", "cnn_step_flops", "run_cnn"]
 
@@ -108,7 +110,7 @@ def run_cnn(
             torch = import_torch(variant)
             if torch is None:
                 continue
-            twin = torch_cnn(_cnn(init, "patches"))
+            twin = cnn_to_torch(_cnn(init, "patches"))
             opt = torch.optim.Adam(twin.parameters(), lr=lr)
             model = torch.compile(twin) if variant == "torch.compile" else twin
             x_t, y_t = torch.from_numpy(x[:n]), torch.from_numpy(y[:n].astype(np.int64))

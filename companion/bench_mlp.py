@@ -18,8 +18,9 @@ import numpy as np
 
 from companion import mlp, sgd
 from companion.bench import Row, import_torch
-from companion.peers import numpy_epoch, torch_epoch, torch_mlp
+from companion.peers import numpy_epoch, torch_epoch
 from companion.timing import benchmark
+from companion.torch_bridge import mlp_to_torch
 
 __all__ = ["VARIANTS", "epoch_flops", "run", "scaling"]
 
@@ -126,7 +127,7 @@ def run(
             torch = import_torch(variant)
             if torch is None:
                 continue
-            model = torch_mlp(init)
+            model = mlp_to_torch(init)
             if variant == "torch.compile":
                 model = torch.compile(model)
             x_t = torch.from_numpy(np.asarray(x, np.float32))

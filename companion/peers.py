@@ -3,9 +3,8 @@ epoch of the same MLP, on the same batches, in numpy and in PyTorch eager.
 
 :func:`numpy_epoch` runs the chapter-4 forward and backward kernels of
 :mod:`companion.backprop` on numpy arrays (operators only, so they run there unchanged).
-:func:`torch_mlp` builds the PyTorch twin of an MLP's parameters, :func:`torch_cnn` that
-of the NNX ``CNN``, and :func:`torch_epoch` trains either; torch is imported only when
-they are called.
+:func:`torch_epoch` trains a PyTorch model (the twins of the book's MLP and CNN come
+from :mod:`companion.torch_bridge`); torch is imported only when it is called.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from companion.batching import check_dataset, full_batches
 __all__ = [
     "NUMPY_ACTIVATIONS",
     "numpy_epoch",
-    "torch_cnn",
     "torch_epoch",
-    "torch_mlp",
 ]
 
 
@@ -123,75 +120,3 @@ def torch_epoch(
                     p -= lr * p.grad
         losses.append(loss.detach())
     return float(torch.stack(losses).mean())
-
-
-def torch_mlp(params: mlp.Params):
-    """A ``torch.nn.Sequential`` ReLU MLP holding the same weights as ``params`` (W
-    transposed).
-    """
-    import torch
-
-    layers = []
-    for i, (W, b) in enumerate(params):
-        linear = torch.nn.Linear(W.shape[0], W.shape[1])
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(np.asarray(W).T.copy()))
-            linear.bias.copy_(torch.from_numpy(np.asarray(b).copy()))
-        layers.append(linear)
-        if i < len(params) - 1:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
-
-
-def torch_cnn(model):
-    """The PyTorch twin of an NNX ``companion.nnx_models.CNN``, holding the same
-    weights.
-
-    Takes flat images ``(B, 784)``, as the NNX model does. The layouts differ: NNX
-    stores conv kernels ``(kh, kw, C_in, C_out)`` (HWIO) and works on ``(B, H, W, C)``
-    images, PyTorch ``(C_out, C_in, kh, kw)`` (OIHW) on ``(B, C, H, W)``; so the kernels
-    are transposed, and the first dense layer's rows are reordered from NNX's flattening
-    order ``(h, w, c)`` to PyTorch's ``(c, h, w)``.
-    """
-    import torch
-    from torch import nn
-
-    expected = {"conv1": (3, 3, 1, 32), "conv2": (3, 3, 32, 64)}
-    expected |= {"dense1": (7 * 7 * 64, 256), "dense2": (256, 10)}
-    found = {
-        k: np.shape(getattr(getattr(model, k, None), "kernel", None)) for k in expected
-    }
-    if found != expected:
-        raise ValueError(
-            "torch_cnn copies the book's CNN (companion.nnx_models.CNN): kernels "
-            f"{expected}; got {found}"
-        )
-
-    def tensor(a):
-        return torch.from_numpy(np.array(a, np.float32, order="C", copy=True))
-
-    twin = nn.Sequential(
-        nn.Unflatten(1, (1, 28, 28)),
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(7 * 7 * 64, 256),
-        nn.ReLU(),
-        nn.Linear(256, 10),
-    )
-    conv1, conv2, dense1, dense2 = twin[1], twin[4], twin[8], twin[10]
-    # (h, w, c, out) rows of NNX's dense1 → PyTorch's (out, c, h, w)
-    w1 = np.asarray(model.dense1.kernel[...]).reshape(7, 7, 64, 256)
-    with torch.no_grad():
-        for conv, src in ((conv1, model.conv1), (conv2, model.conv2)):
-            conv.weight.copy_(tensor(np.transpose(src.kernel[...], (3, 2, 0, 1))))
-            conv.bias.copy_(tensor(src.bias[...]))
-        dense1.weight.copy_(tensor(w1.transpose(3, 2, 0, 1).reshape(256, -1)))
-        dense1.bias.copy_(tensor(model.dense1.bias[...]))
-        dense2.weight.copy_(tensor(np.asarray(model.dense2.kernel[...]).T))
-        dense2.bias.copy_(tensor(model.dense2.bias[...]))
-    return twin

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import mlp, peers, sgd
+from companion import mlp, peers, sgd, torch_bridge
 
 
 def data(n=256, seed=0):
@@ -25,7 +25,7 @@ def test_numpy_and_torch_epochs_match_jax():
     np_params, np_loss = peers.numpy_epoch(
         [(np.asarray(W), np.asarray(b)) for W, b in init], x, y, 0.1, 64
     )
-    model = peers.torch_mlp(init)
+    model = torch_bridge.mlp_to_torch(init)
     torch_loss = peers.torch_epoch(
         model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), 0.1, 64
     )
@@ -83,7 +83,7 @@ def test_bad_input_is_refused_before_the_first_step():
     with pytest.raises(ValueError, match="larger than the 100 examples"):
         peers.numpy_epoch(params, x, y, 0.1, 128)
     torch = pytest.importorskip("torch")
-    model = peers.torch_mlp(mlp.init_params([784, 10], jax.random.key(0)))
+    model = torch_bridge.mlp_to_torch(mlp.init_params([784, 10], jax.random.key(0)))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     with pytest.raises(ValueError, match="larger than the 100 examples"):
         peers.torch_epoch(model, xt, yt, 0.1, 128)
@@ -91,47 +91,11 @@ def test_bad_input_is_refused_before_the_first_step():
         peers.torch_epoch(model, xt, yt[:99], 0.1, 10)
 
 
-@pytest.mark.parametrize("conv", ["patches", "lax"])
-def test_torch_cnn_has_the_same_logits_and_gradients(conv):
-    # The layouts differ (HWIO vs OIHW kernels, (h, w, c) vs (c, h, w) flattening): a
-    # missed transpose or reordering changes the logits far beyond float32 rounding.
-    torch = pytest.importorskip("torch")
-    from flax import nnx
-
-    from companion.nnx_models import CNN
-
-    model = CNN(rngs=nnx.Rngs(7), conv=conv)
-    x, y = data(8, seed=3)
-    twin = peers.torch_cnn(model)
-    x_t = torch.from_numpy(x)
-    np.testing.assert_allclose(
-        twin(x_t).detach().numpy(), model(x), rtol=1e-4, atol=1e-5
-    )
-
-    def loss(m):
-        logits = m(jnp.asarray(x))
-        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
-
-    grads = nnx.grad(loss)(model)
-    y_t = torch.from_numpy(y.astype(np.int64))
-    torch.nn.functional.cross_entropy(twin(x_t), y_t).backward()
-    np.testing.assert_allclose(
-        twin[1].weight.grad.numpy(),
-        np.transpose(grads.conv1.kernel[...], (3, 2, 0, 1)),
-        rtol=1e-3,
-        atol=1e-5,
-    )
-    np.testing.assert_allclose(
-        twin[10].weight.grad.numpy(), np.asarray(grads.dense2.kernel[...]).T,
-        rtol=1e-3, atol=1e-6,
-    )  # fmt: skip
-
-
 def test_torch_epoch_with_an_optimizer_and_a_step_limit():
     torch = pytest.importorskip("torch")
     x, y = data(256)
     init = mlp.init_params([784, 16, 10], jax.random.PRNGKey(1))
-    a, b = peers.torch_mlp(init), peers.torch_mlp(init)
+    a, b = torch_bridge.mlp_to_torch(init), torch_bridge.mlp_to_torch(init)
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     # torch.optim.SGD without momentum is the same update (its fused kernel may round
     # differently: float32 rounding tolerance)
@@ -145,13 +109,3 @@ def test_torch_epoch_with_an_optimizer_and_a_step_limit():
         )
     with pytest.raises(ValueError, match=r"steps must be in \[1, 4\]; got 5"):
         peers.torch_epoch(a, x_t, y_t, 0.1, 64, steps=5)
-
-
-def test_torch_cnn_refuses_another_model():
-    pytest.importorskip("torch")
-    from flax import nnx
-
-    from companion.nnx_models import MLP
-
-    with pytest.raises(ValueError, match="torch_cnn copies the book's CNN"):
-        peers.torch_cnn(MLP([784, 10], rngs=nnx.Rngs(0)))

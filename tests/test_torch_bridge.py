@@ -1,0 +1,257 @@
+"""companion.torch_bridge against PyTorch's own layers: every layout checked by running
+both frameworks on the same numbers, with shapes chosen so that a swapped axis (kh/kw,
+C_in/C_out, h/w) cannot go unnoticed."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from companion import mlp, torch_bridge
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+nnx = pytest.importorskip("flax.nnx")
+
+
+def images(n=6, seed=3):
+    return np.random.default_rng(seed).random((n, 784), dtype=np.float32)
+
+
+def labels(n=6, seed=3):
+    return np.random.default_rng(seed).integers(0, 10, n)
+
+
+def test_conv_kernel_layouts_against_both_convolutions():
+    # a 3×5 kernel, 2 → 4 channels, on a 6×7 image: every axis has its own size
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((3, 5, 2, 4)).astype(np.float32)  # HWIO
+    x = rng.standard_normal((2, 6, 7, 2)).astype(np.float32)  # NHWC
+    ours = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    weight = torch_bridge.conv_kernel_to_torch(kernel)  # OIHW
+    assert weight.shape == (4, 2, 3, 5)
+    assert weight[3, 1, 2, 4] == kernel[2, 4, 1, 3]
+    theirs = F.conv2d(
+        torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+        torch.from_numpy(weight),
+        padding=(1, 2),
+    )  # NCHW
+    np.testing.assert_allclose(
+        theirs.numpy().transpose(0, 2, 3, 1), ours, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_array_equal(torch_bridge.conv_kernel_from_torch(weight), kernel)
+
+
+def test_flat_rows_follow_each_frameworks_flatten():
+    # a (2, 3, 4) feature map: h, w and c all differ
+    rng = np.random.default_rng(1)
+    fmap = rng.standard_normal((5, 2, 3, 4)).astype(np.float32)  # NHWC
+    kernel = rng.standard_normal((2 * 3 * 4, 6)).astype(np.float32)
+    ours = fmap.reshape(5, -1) @ kernel  # NNX: flatten (h, w, c)
+    weight = torch_bridge.flat_rows_to_torch(kernel, (2, 3, 4))
+    nchw = torch.from_numpy(fmap.transpose(0, 3, 1, 2).copy())
+    theirs = F.linear(torch.flatten(nchw, 1), torch.from_numpy(weight))
+    np.testing.assert_allclose(theirs.numpy(), ours, rtol=1e-5, atol=1e-5)
+    # the transpose alone is the classic mistake: far off, not rounding
+    naive = F.linear(torch.flatten(nchw, 1), torch.from_numpy(kernel.T.copy()))
+    assert np.abs(naive.numpy() - ours).max() > 0.5
+    np.testing.assert_array_equal(
+        torch_bridge.flat_rows_from_torch(weight, (2, 3, 4)), kernel
+    )
+
+
+def test_layout_helpers_refuse_wrong_shapes():
+    with pytest.raises(ValueError, match=r"4 dimensions; got \(3, 3, 2\)"):
+        torch_bridge.conv_kernel_to_torch(np.zeros((3, 3, 2)))
+    with pytest.raises(ValueError, match=r"4 dimensions; got \(4, 2\)"):
+        torch_bridge.conv_kernel_from_torch(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"\(24, n_out\).*got \(25, 6\)"):
+        torch_bridge.flat_rows_to_torch(np.zeros((25, 6)), (2, 3, 4))
+    with pytest.raises(ValueError, match=r"\(n_out, 24\).*got \(6, 23\)"):
+        torch_bridge.flat_rows_from_torch(np.zeros((6, 23)), (2, 3, 4))
+    with pytest.raises(ValueError, match="three positive sizes"):
+        torch_bridge.flat_rows_to_torch(np.zeros((6, 6)), (2, 3))
+
+
+def _torch_loss_grads(twin, x, y):
+    twin.zero_grad()
+    F.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    return [p.grad.numpy() for p in twin.parameters()]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_mlp_to_torch_from_params_same_logits_and_gradients(activation):
+    params = mlp.init_params([784, 24, 16, 10], jax.random.key(2))
+    x, y = images(), labels()
+    twin = torch_bridge.mlp_to_torch(params, activation)
+    np.testing.assert_allclose(
+        twin(torch.from_numpy(x)).detach().numpy(),
+        mlp.forward(params, x, activation),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+    def loss(p):
+        logits = mlp.forward(p, x, activation)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])
+
+    expected = [
+        g.T if g.ndim == 2 else g for g in jax.tree.leaves(jax.grad(loss)(params))
+    ]
+    for theirs, ours in zip(_torch_loss_grads(twin, x, y), expected, strict=True):
+        np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-6)
+
+
+def test_mlp_both_ways_with_the_nnx_model():
+    model = nnx_models().MLP([784, 20, 10], rngs=nnx.Rngs(4), activation="tanh")
+    twin = torch_bridge.mlp_to_torch(model)
+    assert isinstance(twin[1], torch.nn.Tanh)
+    x = images()
+    np.testing.assert_allclose(
+        twin(torch.from_numpy(x)).detach().numpy(), model(x), rtol=1e-5, atol=1e-5
+    )
+    back = torch_bridge.mlp_from_torch(twin)
+    assert back.activation == "tanh"
+    for a, b in zip(back.layers, model.layers, strict=True):
+        np.testing.assert_array_equal(a.kernel[...], b.kernel[...])
+        np.testing.assert_array_equal(a.bias[...], b.bias[...])
+    with pytest.raises(ValueError, match="activation is 'tanh'; got 'relu'"):
+        torch_bridge.mlp_to_torch(model, "relu")
+
+
+def test_mlp_from_a_torch_initialised_module():
+    torch.manual_seed(0)
+    module = torch_bridge.new_torch_mlp([784, 32, 10], "sigmoid")
+    model = torch_bridge.mlp_from_torch(module)
+    x = images()
+    np.testing.assert_allclose(
+        model(x), module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5
+    )
+    params = torch_bridge.mlp_params_from_torch(module)
+    assert [W.shape for W, _ in params] == [(784, 32), (32, 10)]
+    np.testing.assert_array_equal(params[0][0], module[0].weight.detach().numpy().T)
+
+
+def test_mlp_from_torch_refuses_what_it_cannot_copy():
+    nn = torch.nn
+    with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module; got list"):
+        torch_bridge.mlp_from_torch([1, 2])
+    with pytest.raises(ValueError, match=r"only layers with parameters are nn.Linear"):
+        torch_bridge.mlp_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3)))
+    with pytest.raises(ValueError, match="do not chain"):
+        torch_bridge.mlp_from_torch(nn.Sequential(nn.Linear(784, 8), nn.Linear(9, 10)))
+    with pytest.raises(ValueError, match="has biases"):
+        torch_bridge.mlp_from_torch(nn.Sequential(nn.Linear(784, 10, bias=False)))
+    mixed = nn.Sequential(
+        nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 10)
+    )
+    with pytest.raises(ValueError, match=r"found \['relu', 'tanh'\]"):
+        torch_bridge.mlp_from_torch(mixed)
+    # an activation the copy does not know about: caught by running both
+    gelu = nn.Sequential(nn.Linear(784, 8), nn.GELU(), nn.Linear(8, 10))
+    with pytest.raises(ValueError, match="does not compute the book's MLP"):
+        torch_bridge.mlp_from_torch(gelu, activation="relu")
+    with pytest.raises(ValueError, match="unknown activation"):
+        torch_bridge.mlp_to_torch(mlp.init_params([4, 2], jax.random.key(0)), "gelu")
+    with pytest.raises(TypeError, match="copies the book's MLP; got CNN"):
+        torch_bridge.mlp_to_torch(nnx_models().CNN(rngs=nnx.Rngs(0)))
+
+
+def nnx_models():
+    from companion import nnx_models
+
+    return nnx_models
+
+
+@pytest.mark.parametrize("conv", ["patches", "lax"])
+def test_cnn_to_torch_same_logits_and_gradients(conv):
+    # HWIO vs OIHW kernels, (h, w, c) vs (c, h, w) flattening: a missed transpose or
+    # reordering changes the logits far beyond float32 rounding
+    model = nnx_models().CNN(rngs=nnx.Rngs(7), conv=conv)
+    x, y = images(8), labels(8)
+    twin = torch_bridge.cnn_to_torch(model)
+    np.testing.assert_allclose(
+        twin(torch.from_numpy(x)).detach().numpy(), model(x), rtol=1e-4, atol=1e-5
+    )
+
+    def loss(m):
+        return -jnp.mean(jax.nn.log_softmax(m(x))[jnp.arange(8), y])
+
+    grads = nnx.grad(loss)(model)
+    theirs = _torch_loss_grads(twin, x, y)
+    ours = [
+        torch_bridge.conv_kernel_to_torch(grads.conv1.kernel[...]),
+        grads.conv1.bias[...],
+        torch_bridge.conv_kernel_to_torch(grads.conv2.kernel[...]),
+        grads.conv2.bias[...],
+        torch_bridge.flat_rows_to_torch(grads.dense1.kernel[...], (7, 7, 64)),
+        grads.dense1.bias[...],
+        np.asarray(grads.dense2.kernel[...]).T,
+        grads.dense2.bias[...],
+    ]
+    for t, o in zip(theirs, ours, strict=True):
+        np.testing.assert_allclose(t, o, rtol=1e-3, atol=2e-5)
+
+
+@pytest.mark.parametrize("conv", ["patches", "lax"])
+def test_cnn_from_a_torch_initialised_module_and_back(conv):
+    torch.manual_seed(1)
+    module = torch_bridge.new_torch_cnn()
+    model = torch_bridge.cnn_from_torch(module, conv=conv)
+    assert model.conv == conv
+    x = images(5)
+    np.testing.assert_allclose(
+        model(x), module(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5
+    )
+    again = torch_bridge.cnn_to_torch(model)
+    for (name, a), b in zip(
+        module.state_dict().items(), again.state_dict().values(), strict=True
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_cnn_from_a_module_that_takes_nchw_images():
+    # a module without the Unflatten (it takes (B, 1, 28, 28)) is checked on images
+    torch.manual_seed(2)
+    module = torch_bridge.new_torch_cnn()[1:]
+    model = torch_bridge.cnn_from_torch(module)
+    x = images(3)
+    np.testing.assert_allclose(
+        model(x),
+        module(torch.from_numpy(x.reshape(3, 1, 28, 28))).detach().numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_cnn_bridges_refuse_other_models():
+    nn = torch.nn
+    with pytest.raises(ValueError, match="cnn_to_torch copies the book's CNN"):
+        torch_bridge.cnn_to_torch(nnx_models().MLP([784, 10], rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="cnn_to_torch copies the book's CNN"):
+        torch_bridge.cnn_to_torch(mlp.init_params([784, 10], jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"Conv2d, Conv2d, Linear, Linear"):
+        torch_bridge.cnn_from_torch(torch_bridge.new_torch_mlp([784, 10]))
+    # same shapes, max pooling: only running both tells
+    maxpool = torch_bridge.new_torch_cnn()
+    maxpool[3], maxpool[6] = nn.MaxPool2d(2), nn.MaxPool2d(2)
+    with pytest.raises(ValueError, match="does not compute the book's CNN"):
+        torch_bridge.cnn_from_torch(maxpool)
+    with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module"):
+        torch_bridge.cnn_from_torch("cnn")
+
+
+def test_importing_the_bridge_loads_neither_torch_nor_flax():
+    code = (
+        "import sys, companion.torch_bridge; "
+        "print([m for m in ('torch', 'flax') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -190,7 +190,7 @@ def _param(p) -> np.ndarray:
     return np.asarray(p[...])
 
 
-def mlp_to_torch(model: MLP | mlp.Params, activation: str | None = None):
+def mlp_to_torch(model, activation: str | None = None):
     """The PyTorch twin (:func:`new_torch_mlp`) of an NNX ``MLP`` or of chapter-2
     ``[(W, b), ...]`` parameters, holding the same weights (each ``W`` transposed).
 

@@ -276,11 +276,19 @@ def _check_same(module, jax_model, shape: tuple[int, ...], what: str) -> None:
     import torch
 
     x = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
+    weight = next(module.parameters())
+    batch = torch.from_numpy(x).to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         try:
-            theirs = _numpy(module(torch.from_numpy(x)))
-        except RuntimeError:  # a module that takes images, not flat rows
-            theirs = _numpy(module(torch.from_numpy(x.reshape(3, 1, 28, 28))))
+            theirs = _numpy(module(batch))
+        except RuntimeError as e:
+            if shape != (784,):
+                raise ValueError(
+                    f"the module cannot run on a batch of shape {tuple(batch.shape)}: "
+                    f"{e}"
+                ) from e
+            # a module that takes images (B, 1, 28, 28), not flat rows
+            theirs = _numpy(module(batch.reshape(3, 1, 28, 28)))
     ours = np.asarray(jax_model(jnp.asarray(x)))
     scale = max(1.0, float(np.abs(theirs).max()))
     # float32 rounding of different summation orders: ~1e-6 relative; a missed

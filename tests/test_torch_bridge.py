@@ -137,6 +137,15 @@ def test_mlp_from_a_torch_initialised_module():
     np.testing.assert_array_equal(params[0][0], module[0].weight.detach().numpy().T)
 
 
+def test_mlp_from_a_float64_torch_module():
+    torch.manual_seed(3)
+    module = torch_bridge.new_torch_mlp([784, 16, 10]).double()
+    model = torch_bridge.mlp_from_torch(module)  # float32, as the book's models
+    x = images()
+    expected = module(torch.from_numpy(x).double()).detach().numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_mlp_from_torch_refuses_what_it_cannot_copy():
     nn = torch.nn
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module; got list"):
@@ -156,6 +165,9 @@ def test_mlp_from_torch_refuses_what_it_cannot_copy():
     gelu = nn.Sequential(nn.Linear(784, 8), nn.GELU(), nn.Linear(8, 10))
     with pytest.raises(ValueError, match="does not compute the book's MLP"):
         torch_bridge.mlp_from_torch(gelu, activation="relu")
+    broken = nn.Sequential(nn.Linear(5, 3), nn.Unflatten(1, (2, 2)))
+    with pytest.raises(ValueError, match=r"cannot run on a batch of shape \(3, 5\)"):
+        torch_bridge.mlp_from_torch(broken)
     with pytest.raises(ValueError, match="unknown activation"):
         torch_bridge.mlp_to_torch(mlp.init_params([4, 2], jax.random.key(0)), "gelu")
     with pytest.raises(TypeError, match="copies the book's MLP; got CNN"):

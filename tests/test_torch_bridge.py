@@ -146,6 +146,15 @@ def test_mlp_from_a_float64_torch_module():
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_mlp_from_a_bfloat16_torch_module():
+    # the module's own rounding is coarse: the check must allow it, not refuse the copy
+    torch.manual_seed(4)
+    module = torch_bridge.new_torch_mlp([784, 16, 10]).to(torch.bfloat16)
+    model = torch_bridge.mlp_from_torch(module)
+    expected = module[0].weight.detach().float().numpy().T
+    np.testing.assert_array_equal(model.layers[0].kernel[...], expected)
+
+
 def test_mlp_from_torch_refuses_what_it_cannot_copy():
     nn = torch.nn
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module; got list"):
@@ -256,6 +265,14 @@ def test_cnn_bridges_refuse_other_models():
         torch_bridge.cnn_from_torch(maxpool)
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module"):
         torch_bridge.cnn_from_torch("cnn")
+
+    class Scale(nn.Module):  # a parameter, but no `weight`
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+    with pytest.raises(ValueError, match=r"got \['Scale'\] with \[\(0,\)\]"):
+        torch_bridge.cnn_from_torch(Scale())
 
 
 def test_importing_the_bridge_loads_neither_torch_nor_flax():

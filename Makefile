@@ -79,13 +79,19 @@ lint: install _nbmake
 	$(BIN)/ruff format --check --diff companion tests book/_ext _nbmake/*.ipynb
 
 # Executed on CHAPTERS_DATA_DIR; its path is left in _nbmake/DATA_DIR for tests/test_chapters.py.
+# One chapter at a time, as the book build runs them: chapters 1, 4 and 5 assert which of two
+# timings is faster, and two notebooks on two cores time each other's contention (a chapter
+# already keeps both cores busy, so running two at once saved nothing: 228 s serial here).
 chapters: install _nbmake
 	@COMPANION_DATA_DIR=$(CHAPTERS_DATA_DIR) $(BIN)/python -m companion.data
-	COMPANION_DATA_DIR=$(CHAPTERS_DATA_DIR) $(BIN)/pytest -n $(JOBS) --nbmake --nbmake-timeout=1200 --overwrite _nbmake
+	COMPANION_DATA_DIR=$(CHAPTERS_DATA_DIR) $(BIN)/pytest -p no:xdist --nbmake --nbmake-timeout=1200 --overwrite _nbmake
 	echo "$(abspath $(CHAPTERS_DATA_DIR))" > _nbmake/DATA_DIR
 
+# tests/test_chapters.py may execute chapters again (its determinism check, when the nbmake data
+# is not the book's): alone, after the rest, for the same reason as `chapters`.
 unit: install browser
-	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS)
+	MPLBACKEND=Agg $(BIN)/pytest -n $(JOBS) --ignore=tests/test_chapters.py
+	MPLBACKEND=Agg $(BIN)/pytest -p no:xdist tests/test_chapters.py
 
 # The unit tests again at the lowest versions pyproject.toml allows, so its floors are a tested
 # fact: uv (installed into that venv from PyPI) resolves every direct dependency to its lowest

@@ -1,20 +1,33 @@
 """Convolution as patches × matrix, and average pooling as a reshape (chapter 6).
 
-What the book's CNN computes, written so that XLA:CPU runs it fast. A stride-1 "SAME"
-convolution with a ``(kh, kw, C, O)`` kernel is a matrix product: gather, for every
-pixel, the ``kh·kw·C`` values under the kernel (the *patches*, ``(B, H, W, kh·kw·C)``),
-and multiply by the kernel reshaped to ``(kh·kw·C, O)``. The gathering is ``kh·kw``
-shifted slices of the padded image; their gradient is ``kh·kw`` shifted adds, so the
-backward pass is matrix products and slices too. ``jax.lax.conv_general_dilated``
+What the book's CNN computes, written so that XLA:CPU runs its training step fast,
+inside a ``lax.scan`` too. A stride-1 "SAME" convolution with a ``(kh, kw, C, O)``
+kernel is a matrix product: gather, for every pixel, the ``kh·kw·C`` values under the
+kernel (the *patches*, ``(B, H, W, kh·kw·C)``: ``kh·kw`` shifted slices of the padded
+image, :func:`patches`), and multiply by the kernel reshaped to ``(kh·kw·C, O)``. The
+backward pass is matrix products and shifted adds too. ``jax.lax.conv_general_dilated``
 computes the same numbers, but on XLA:CPU its kernel gradient inside a ``lax.scan``
-falls back to a slow generic loop (chapter 6 measures both). Non-overlapping average
-pooling is a reshape and a mean, whose gradient is a broadcast, where
-``lax.reduce_window``'s is a padded scatter. :class:`PatchConv` is an ``nnx.Conv`` (the
-same parameters) that computes this way.
+falls back to a slow generic loop (chapter 6 measures both).
+
+The product's gradient is written by hand (``jax.custom_vjp``), for the kernel's part:
+``patches^T @ g``, a sum over every pixel of every image. ``jax.grad`` writes it as a
+``(O, kh·kw·C)`` product then a transpose, a layout XLA:CPU ran about four times
+slower than ``(kh·kw·C, O)`` for the book's first layer on the 2-core machine that
+builds the book, and as one long sum, which runs on one core. Here: the fast layout,
+and the pixels split into one group per CPU thread, each group's sum its own product.
+Forward-mode differentiation (``jax.jvp``) is therefore not defined through
+:func:`same_conv`; ``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of
+gradients are.
+
+Non-overlapping average pooling is a reshape and a mean, whose gradient is a broadcast,
+where ``lax.reduce_window``'s is a padded scatter. :class:`PatchConv` is an ``nnx.Conv``
+(the same parameters) that computes this way.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import jax
@@ -22,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
-__all__ = ["PatchConv", "avg_pool", "same_conv"]
+__all__ = ["PatchConv", "avg_pool", "patches", "same_conv"]
 
 
 def same_conv(
@@ -64,15 +77,72 @@ def same_conv(
             f"x has {x.shape[-1]} channels but the kernel expects {c}: "
             f"x {x.shape}, kernel {kernel.shape}"
         )
+    dtype = jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    # (B, H, W, kh·kw·C) @ (kh·kw·C, O) -> (B, H, W, O)
+    y = _rows_times_matrix(patches(x, kh, kw), kernel.reshape(kh * kw * c, o))
+    return y if bias is None else y + jnp.asarray(bias)
+
+
+def patches(x: ArrayLike, kh: int, kw: int) -> jax.Array:
+    """Every pixel's ``kh × kw`` window, in the kernel's ``(di, dj, c)`` order:
+    ``(B, H, W, C)`` → ``(B, H, W, kh·kw·C)``, zeros outside the image (``kh``, ``kw``
+    odd).
+
+    ``same_conv(x, kernel) == patches(x, kh, kw) @ kernel.reshape(kh·kw·C, O)``.
+
+    Examples:
+        >>> patches(jnp.arange(4.0).reshape(1, 2, 2, 1), 3, 3)[0, 0, 0]  # top-left
+        Array([0., 0., 0., 0., 0., 1., 0., 2., 3.], dtype=float32)
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"patches takes x (B, H, W, C); got {x.shape}")
+    if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(
+            f"kernel height and width must be odd and positive; got {kh}×{kw}"
+        )
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    # (B, H, W, kh·kw·C): for each pixel, its window, in the kernel's (di, dj, c) order
-    patches = jnp.concatenate(
+    return jnp.concatenate(
         [padded[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)],
         axis=-1,
     )
-    y = patches @ kernel.reshape(kh * kw * c, o)  # (B, H, W, O)
-    return y if bias is None else y + jnp.asarray(bias)
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@jax.custom_vjp
+def _rows_times_matrix(rows: jax.Array, matrix: jax.Array) -> jax.Array:
+    # rows (..., K) @ matrix (K, O) -> (..., O)
+    return rows @ matrix
+
+
+def _rows_times_matrix_fwd(rows, matrix):
+    return rows @ matrix, (rows, matrix)
+
+
+def _rows_times_matrix_bwd(residuals, g):
+    rows, matrix = residuals
+    k, o = matrix.shape
+    n = g.size // o  # B·H·W pixels
+    # d matrix = rows^T @ g, (K, O), summed over all n pixels: one group of pixels per
+    # thread (gcd: a group count that divides n), each group's sum its own product.
+    groups = math.gcd(n, _threads())
+    per_group = jnp.einsum(
+        "gnk,gno->gko",
+        rows.reshape(groups, n // groups, k),
+        g.reshape(groups, n // groups, o),
+    )
+    return g @ matrix.T, per_group.sum(0)
+
+
+_rows_times_matrix.defvjp(_rows_times_matrix_fwd, _rows_times_matrix_bwd)
 
 
 def avg_pool(x: ArrayLike, size: int = 2) -> jax.Array:

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion.conv import avg_pool, same_conv
+import companion.conv
+from companion.conv import avg_pool, patches, same_conv
 
 
 def numpy_conv(x, kernel, bias):
@@ -73,6 +74,8 @@ def test_avg_pool_against_numpy_windows():
             lambda: same_conv(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 1, 1))),
             "x has 3 channels but the kernel expects 1",
         ),
+        (lambda: patches(jnp.ones((5, 5, 1)), 3, 3), r"takes x \(B, H, W, C\)"),
+        (lambda: patches(jnp.ones((1, 5, 5, 1)), 3, 2), "odd and positive"),
         (lambda: avg_pool(jnp.ones((1, 5, 4, 1))), "divide the height and width"),
         (lambda: avg_pool(jnp.ones((5, 4))), r"takes x \(B, H, W, C\)"),
         (lambda: avg_pool(jnp.ones((1, 4, 4, 1)), 0), "must be positive"),
@@ -104,3 +107,78 @@ def test_patch_conv_is_an_nnx_conv_with_the_same_outputs_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="two odd positive sizes"):
         PatchConv(1, 2, (2, 2), rngs=nnx.Rngs(0))
+
+
+def _lax_conv(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize(
+    ("b", "h", "w", "kh", "kw", "c", "o"),
+    [(2, 6, 4, 3, 5, 2, 3), (1, 5, 7, 3, 3, 1, 4), (3, 4, 4, 1, 3, 3, 2)],
+)
+def test_hand_written_gradient_against_lax_conv_in_float64(
+    monkeypatch, threads, b, h, w, kh, kw, c, o
+):
+    # The kernel's gradient is summed in one group of pixels per thread: every group
+    # count (1 when it does not divide B·H·W, e.g. 35 pixels and 2 threads) must give
+    # XLA's own convolution gradient, to float64 rounding.
+    monkeypatch.setattr(companion.conv, "_threads", lambda: threads)
+    with jax.enable_x64(True):
+        k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+        x = jax.random.normal(k1, (b, h, w, c), jnp.float64)
+        kernel = jax.random.normal(k2, (kh, kw, c, o), jnp.float64)
+        g = jax.random.normal(k3, (b, h, w, o), jnp.float64)
+        y, vjp = jax.vjp(same_conv, x, kernel)
+        y_ref, vjp_ref = jax.vjp(_lax_conv, x, kernel)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+        for ours, ref in zip(vjp(g), vjp_ref(g), strict=True):
+            assert ours.dtype == jnp.float64
+            np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_of_gradients_and_vmap_through_the_hand_written_gradient():
+    with jax.enable_x64(True):
+        k1, k2 = jax.random.split(jax.random.key(4))
+        x = jax.random.normal(k1, (2, 5, 5, 2), jnp.float64)
+        kernel = jax.random.normal(k2, (3, 3, 2, 3), jnp.float64)
+
+        def curvature(conv):
+            # a function of the kernel through its own gradient: needs the backward
+            # pass to be differentiable
+            grad = jax.grad(lambda k: jnp.sum(jnp.tanh(conv(x, k))))
+            return jax.grad(lambda k: jnp.sum(grad(k) ** 2))(kernel)
+
+        np.testing.assert_allclose(
+            curvature(same_conv), curvature(_lax_conv), rtol=1e-10, atol=1e-12
+        )
+        # per-example kernel gradients under vmap
+        per_example = jax.vmap(
+            jax.grad(lambda k, xi: jnp.sum(jnp.sin(same_conv(xi[None], k)))),
+            in_axes=(None, 0),
+        )(kernel, x)
+        ref = [
+            jax.grad(lambda k, xi: jnp.sum(jnp.sin(_lax_conv(xi[None], k))))(kernel, xi)
+            for xi in x
+        ]
+        np.testing.assert_allclose(per_example, np.stack(ref), rtol=1e-10, atol=1e-12)
+
+
+def test_patches_against_the_definition():
+    x = np.random.default_rng(5).normal(size=(2, 4, 5, 3))
+    p = np.asarray(patches(jnp.asarray(x, jnp.float32), 3, 1))  # (2, 4, 5, 9)
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0)))
+    for i in range(4):
+        for j in range(5):
+            # taps in the kernel's (di, dj, c) order
+            ref = padded[:, i : i + 3, j : j + 1, :].reshape(2, -1)
+            np.testing.assert_allclose(p[:, i, j], ref, rtol=1e-6)
+
+
+def test_forward_mode_is_refused_by_jax_not_silently_wrong():
+    x, kernel = jnp.ones((1, 3, 3, 1)), jnp.ones((3, 3, 1, 1))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda k: same_conv(x, k), (kernel,), (kernel,))

@@ -11,9 +11,9 @@ falls back to a slow generic loop (chapter 6 measures both).
 
 The product's gradient is written by hand (``jax.custom_vjp``), for the kernel's part:
 ``patches^T @ g``, a sum over every pixel of every image. ``jax.grad`` writes it as a
-``(O, kh·kw·C)`` product then a transpose, a layout XLA:CPU ran about four times
-slower than ``(kh·kw·C, O)`` for the book's first layer on the 2-core machine that
-builds the book, and as one long sum, which runs on one core. Here: the fast layout,
+``(O, kh·kw·C)`` product then a transpose, a layout XLA:CPU runs several times
+slower than ``(kh·kw·C, O)`` for the book's first layer (chapter 6 times both), and as
+one long sum, which runs on one core. Here: the fast layout,
 and the pixels split into one group per CPU thread, each group's sum its own product.
 Forward-mode differentiation (``jax.jvp``) is therefore not defined through
 :func:`same_conv`; ``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of

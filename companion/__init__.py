@@ -12,6 +12,8 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.backprop` — the backward pass by hand, finite differences (chapter 4)
 - :mod:`companion.loop` — the epoch loop both ``fit`` s share: keys, history, progress,
   NaN check (chapter 5)
+- :mod:`companion.cpu` — how a training step uses a CPU's cores: one group of rows
+  per core (chapter 5)
 - :mod:`companion.sgd` — the SGD step and epoch, three ways: eager, jit, scan (chapter
   5)
 - :mod:`companion.training` — ``fit`` and ``evaluate`` for the MLP (chapter 5)
@@ -61,6 +63,7 @@ _SUBMODULES = (
     "checkpoint",
     "checks",
     "conv",
+    "cpu",
     "data",
     "diagnose",
     "idx",

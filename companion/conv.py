@@ -27,13 +27,14 @@ where ``lax.reduce_window``'s is a padded scatter. :class:`PatchConv` is an ``nn
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
+
+from companion import cpu
 
 __all__ = ["PatchConv", "avg_pool", "patches", "same_conv"]
 
@@ -110,13 +111,6 @@ def patches(x: ArrayLike, kh: int, kw: int) -> jax.Array:
     )
 
 
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @jax.custom_vjp
 def _rows_times_matrix(rows: jax.Array, matrix: jax.Array) -> jax.Array:
     # rows (..., K) @ matrix (K, O) -> (..., O)
@@ -133,7 +127,7 @@ def _rows_times_matrix_bwd(residuals, g):
     n = g.size // o  # B·H·W pixels
     # d matrix = rows^T @ g, (K, O), summed over all n pixels: one group of pixels per
     # thread (gcd: a group count that divides n), each group's sum its own product.
-    groups = math.gcd(n, _threads())
+    groups = math.gcd(n, cpu.threads())
     per_group = jnp.einsum(
         "gnk,gno->gko",
         rows.reshape(groups, n // groups, k),

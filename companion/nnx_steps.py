@@ -65,16 +65,41 @@ class NonFiniteGuard(nnx.Module):
 
 
 def loss_fn(
-    model: nnx.Module, x: jax.Array, y: jax.Array
+    model: nnx.Module, x: jax.Array, y: jax.Array, groups: int = 1
 ) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy of ``model`` on a batch, and its logits ``(B, C)`` as
     auxiliary output.
 
     The loss in float32, whatever the model computes in. Labels are not checked here (a
     step on validated data): a label outside ``[0, C)`` makes the loss NaN.
+
+    ``groups`` runs the model on that many equal groups of rows, one call each, as
+    :func:`companion.sgd.loss_fn` does (independent products XLA:CPU can run on
+    different cores at once): the same loss for a model that treats examples
+    independently (not one that mixes them, as batch normalisation does). It must
+    divide ``B``.
     """
-    logits = model(x).astype(jnp.float32)
-    return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y)), logits
+    if groups == 1:
+        logits = model(x).astype(jnp.float32)
+        return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y)), logits
+    b = x.shape[0]
+    if groups < 1 or b % groups:
+        raise ValueError(
+            f"groups must be a positive divisor of the batch {b}; got {groups}"
+        )
+    rows = b // groups
+    parts = [
+        model(x[g * rows : (g + 1) * rows]).astype(jnp.float32) for g in range(groups)
+    ]
+    total = sum(
+        jnp.sum(
+            softmax_cross_entropy_with_integer_labels(
+                part, y[g * rows : (g + 1) * rows]
+            )
+        )
+        for g, part in enumerate(parts)
+    )
+    return total / b, jnp.concatenate(parts)
 
 
 def train_step(
@@ -102,6 +127,7 @@ def guarded_train_step(
     guard: NonFiniteGuard,
     x: jax.Array,
     y: jax.Array,
+    groups: int = 1,
 ) -> jax.Array:
     """:func:`train_step` with a NaN guard: a non-finite step is undone and recorded in
     ``guard``.
@@ -113,11 +139,13 @@ def guarded_train_step(
             norm).
         guard: records the first non-finite step (see the module docstring).
         x: a batch of inputs ``(B, ...)``; y: integer labels ``(B,)``.
+        groups: row groups of the batch, as in :func:`loss_fn`.
 
     Returns:
         The batch loss, before the step.
     """
-    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, x, y)
+    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+    (loss, logits), grads = grad_fn(model, x, y, groups)
     grad_norm = optax.tree.norm(grads)
     # A snapshot: nnx.state refers to the live Variables, tree.map takes their current
     # arrays (immutable, so keeping them costs no copy).

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 from jax.typing import ArrayLike
 
+from companion import cpu
 from companion.batching import check_dataset, full_batches, shuffle
 from companion.conv import PatchConv
 from companion.loop import (
@@ -47,8 +48,10 @@ __all__ = ["evaluate", "fit", "loops_well", "num_classes"]
 # ---------------------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7), donate_argnums=2)
-def _fast_train_steps(graphdef, treedef, leaves, xs, ys, first, count, batch_size):
+@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7, 8), donate_argnums=2)
+def _fast_train_steps(
+    graphdef, treedef, leaves, xs, ys, first, count, batch_size, groups
+):
     # Steps first .. first + count - 1 of the epoch in one call: a lax.scan over the
     # batch index (count == 1: one plain step). The state travels as a flat list of
     # arrays: jit's C++ dispatch handles a list at full speed, while a custom pytree
@@ -57,7 +60,7 @@ def _fast_train_steps(graphdef, treedef, leaves, xs, ys, first, count, batch_siz
         objects = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
         x = jax.lax.dynamic_slice_in_dim(xs, i * batch_size, batch_size)  # on device
         y = jax.lax.dynamic_slice_in_dim(ys, i * batch_size, batch_size)
-        guarded_train_step(*objects, x, y)
+        guarded_train_step(*objects, x, y, groups)
         return jax.tree.leaves(nnx.state(objects)), None
 
     if count == 1:
@@ -159,6 +162,7 @@ def fit(
     schedule: optax.Schedule | None = None,
     check_every: int = 50,
     steps_per_call: int | None = None,
+    groups: int | None = None,
     progress: bool = True,
 ) -> History:
     """Train ``model`` in place for epochs ``start_epoch .. epochs - 1``, recording a
@@ -187,6 +191,11 @@ def fit(
         steps_per_call: steps per compiled call, run as one ``lax.scan``: fewer calls,
             and one scratch allocation for many steps. ``None``: ``check_every``, or 1
             for a model that does not loop well on this backend (:func:`loops_well`).
+        groups: run each batch as this many groups of rows
+            (:func:`companion.nnx_steps.loss_fn`), a divisor of ``batch_size``.
+            ``None``: :func:`companion.cpu.batch_groups` (one per core on a CPU), or 1
+            for a model holding an ``nnx.BatchNorm``, whose statistics are taken over
+            the whole batch.
         progress: a tqdm progress bar over the steps with the running loss and accuracy.
 
     Raises:
@@ -208,6 +217,14 @@ def fit(
         steps_per_call = check_every if loops_well(model) else 1
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be at least 1; got {steps_per_call}")
+    if groups is None:
+        mixes = any(isinstance(n, nnx.BatchNorm) for _, n in nnx.iter_graph(model))
+        groups = 1 if mixes else cpu.batch_groups(batch_size)
+    if groups < 1 or batch_size % groups:
+        raise ValueError(
+            f"groups must be a positive divisor of batch_size {batch_size}; "
+            f"got {groups}"
+        )
     _validate(x_train, y_train, model)
     if x_val is not None:
         _validate(x_val, y_val, model, name="val_")
@@ -243,7 +260,7 @@ def fit(
         while done < steps:
             count = min(steps_per_call, steps - done)
             leaves = _fast_train_steps(
-                graphdef, treedef, leaves, xs, ys, done, count, batch_size
+                graphdef, treedef, leaves, xs, ys, done, count, batch_size, groups
             )
             done += count
             if done // check_every > (done - count) // check_every or done == steps:

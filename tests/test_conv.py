@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import companion.conv
+import companion.cpu
 from companion.conv import avg_pool, patches, same_conv
 
 
@@ -126,7 +127,7 @@ def test_hand_written_gradient_against_lax_conv_in_float64(
     # The kernel's gradient is summed in one group of pixels per thread: every group
     # count (1 when it does not divide B·H·W, e.g. 35 pixels and 2 threads) must give
     # XLA's own convolution gradient, to float64 rounding.
-    monkeypatch.setattr(companion.conv, "_threads", lambda: threads)
+    monkeypatch.setattr(companion.cpu, "threads", lambda: threads)
     with jax.enable_x64(True):
         k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
         x = jax.random.normal(k1, (b, h, w, c), jnp.float64)

@@ -83,3 +83,21 @@ def test_guard_names_the_first_bad_step_not_a_later_one():
         nnx_steps.guarded_train_step(model, optimizer, metrics, guard, batch, yb)
     assert int(optimizer.step[...]) == 4  # the two bad steps did not count
     assert int(guard.first_bad_step[...]) == 2
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_loss_in_row_groups_is_the_same_loss_logits_and_gradient(groups):
+    x, y = (jnp.asarray(a) for a in blobs(64))
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(3))
+    grad_fn = nnx.value_and_grad(nnx_steps.loss_fn, has_aux=True)
+    (loss, logits), grads = grad_fn(model, x, y, groups)
+    (loss1, logits1), grads1 = grad_fn(model, x, y)
+    # independent reference: the raw-JAX loss on the model's own weights
+    params = [(layer.kernel[...], layer.bias[...]) for layer in model.layers]
+    np.testing.assert_allclose(loss, sgd.loss_fn(params, x, y), rtol=1e-6)
+    np.testing.assert_allclose(loss, loss1, rtol=1e-6)
+    np.testing.assert_array_equal(logits, logits1)  # row by row: the same products
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="positive divisor of the batch 64; got 3"):
+        nnx_steps.loss_fn(model, x, y, 3)

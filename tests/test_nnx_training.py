@@ -238,6 +238,11 @@ def test_steps_per_call_changes_the_speed_not_the_training():
     for other in models[1:]:
         for a, b in zip(ref, jax.tree.leaves(nnx.state(other)), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="divisor of batch_size 16; got 3"):
+        nnx_training.fit(
+            models[0], optim.make_optimizer(models[0], optax.sgd(0.1)), x, y,
+            epochs=1, batch_size=16, groups=3, progress=False,
+        )  # fmt: skip
     with pytest.raises(ValueError, match="steps_per_call must be at least 1; got 0"):
         nnx_training.fit(
             models[0], optim.make_optimizer(models[0], optax.sgd(0.1)), x, y,
@@ -266,3 +271,46 @@ def test_loops_well_flags_lax_conv_models_on_cpu():
     assert nnx_training.loops_well(CNN(rngs=nnx.Rngs(0)))
     slow = not (jax.default_backend() == "cpu")
     assert nnx_training.loops_well(CNN(rngs=nnx.Rngs(0), conv="lax")) == slow
+
+
+def test_row_groups_change_the_speed_not_the_training(monkeypatch):
+    x, y = blobs(256)
+    models = [MLP([20, 16, 4], rngs=nnx.Rngs(2)) for _ in range(3)]
+    for model, groups in zip(models, (1, 2, 4), strict=True):
+        opt = optim.make_optimizer(model, optax.adam(1e-2))
+        nnx_training.fit(
+            model, opt, x, y, epochs=2, batch_size=64, groups=groups,
+            progress=False, key=jax.random.key(0),
+        )  # fmt: skip
+    ref = jax.tree.leaves(nnx.state(models[0]))
+    for other in models[1:]:
+        for a, b in zip(ref, jax.tree.leaves(nnx.state(other)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_default_groups_one_per_core_but_one_for_batch_norm(monkeypatch):
+    from companion import cpu
+
+    seen = []
+    real = nnx_training._fast_train_steps
+
+    def spy(*args):
+        seen.append(args[-1])  # groups, the last static argument
+        return real(*args)
+
+    monkeypatch.setattr(nnx_training, "_fast_train_steps", spy)
+    monkeypatch.setattr(cpu, "threads", lambda: 2)
+    x, y = blobs(128)
+
+    class Normed(nnx.Module):
+        def __init__(self, rngs):
+            self.norm = nnx.BatchNorm(20, rngs=rngs)
+            self.out = nnx.Linear(20, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(self.norm(x))
+
+    for model in (MLP([20, 4], rngs=nnx.Rngs(0)), Normed(nnx.Rngs(0))):
+        opt = optim.make_optimizer(model, optax.sgd(0.1))
+        nnx_training.fit(model, opt, x, y, epochs=1, batch_size=64, progress=False)
+    assert seen == [2, 1]

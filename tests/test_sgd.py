@@ -148,3 +148,51 @@ def test_an_eager_step_checks_no_values(monkeypatch):
         mlp.forward(params, x_dev), y_dev
     )  # the public loss does check the labels
     assert calls
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+@pytest.mark.parametrize("sizes", [[20, 4], [20, 16, 8, 4]])
+def test_grouped_loss_and_gradient_match_manual_backprop(groups, sizes):
+    # The batch split into row groups, each its own forward pass: the same mean loss and
+    # the same gradient as the chapter-4 backward pass on the whole batch (float32: the
+    # sums are taken in another order).
+    x, y = blobs()
+    params = mlp.init_params(sizes, jax.random.key(1), scheme="he")
+    loss, grads = jax.value_and_grad(sgd.loss_fn)(
+        params, x[:64], y[:64], "relu", groups
+    )
+    np.testing.assert_allclose(
+        loss, cross_entropy(mlp.forward(params, x[:64]), y[:64]), rtol=1e-6
+    )
+    for ours, ref in zip(
+        jax.tree.leaves(grads),
+        jax.tree.leaves(manual_grads(params, x[:64], y[:64])),
+        strict=True,
+    ):
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", sgd.MODES)
+def test_an_epoch_in_groups_trains_as_one_group(mode):
+    x, y = blobs(n=256)
+    init = mlp.init_params([20, 32, 4], jax.random.key(2))
+    one, loss_one = sgd.train_epoch(
+        copy(init), x, y, lr=0.05, batch_size=64, mode=mode, groups=1
+    )
+    four, loss_four = sgd.train_epoch(
+        copy(init), x, y, lr=0.05, batch_size=64, mode=mode, groups=4
+    )
+    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_four, loss_one, rtol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [0, -2, 3, 128])
+def test_groups_must_divide_the_batch(groups):
+    x, y = blobs(n=128)
+    params = mlp.init_params([20, 4], jax.random.key(0))
+    match = f"groups must be a positive divisor of batch_size 64; got {groups}"
+    with pytest.raises(ValueError, match=match):
+        sgd.train_epoch(params, x, y, lr=0.1, batch_size=64, groups=groups)
+    with pytest.raises(ValueError, match=f"of the batch 64; got {groups}"):
+        sgd.loss_fn(params, jnp.asarray(x[:64]), jnp.asarray(y[:64]), "relu", groups)

@@ -19,7 +19,7 @@ import os
 
 import jax
 
-__all__ = ["batch_groups", "threads"]
+__all__ = ["batch_groups", "row_groups", "threads"]
 
 
 def threads() -> int:
@@ -51,3 +51,21 @@ def batch_groups(batch_size: int, min_rows: int = 32) -> int:
         return 1
     most = max(1, min(threads(), batch_size // min_rows))
     return max(g for g in range(1, most + 1) if batch_size % g == 0)
+
+
+def row_groups(batch_size: int, groups: int) -> list[slice]:
+    """The ``groups`` equal, consecutive row ranges of a batch of ``batch_size``.
+
+    ``ValueError`` unless ``groups`` is a positive divisor of ``batch_size``.
+
+    Examples:
+        >>> row_groups(64, 2)
+        [slice(0, 32, None), slice(32, 64, None)]
+    """
+    if groups < 1 or batch_size % groups:
+        raise ValueError(
+            f"groups must be a positive divisor of the batch size {batch_size}; "
+            f"got {groups}"
+        )
+    rows = batch_size // groups
+    return [slice(g * rows, (g + 1) * rows) for g in range(groups)]

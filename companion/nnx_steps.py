@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from companion import cpu
 from companion.losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = [
@@ -82,24 +83,13 @@ def loss_fn(
     if groups == 1:
         logits = model(x).astype(jnp.float32)
         return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y)), logits
-    b = x.shape[0]
-    if groups < 1 or b % groups:
-        raise ValueError(
-            f"groups must be a positive divisor of the batch {b}; got {groups}"
-        )
-    rows = b // groups
-    parts = [
-        model(x[g * rows : (g + 1) * rows]).astype(jnp.float32) for g in range(groups)
-    ]
+    parts = cpu.row_groups(x.shape[0], groups)
+    logits = [model(x[part]).astype(jnp.float32) for part in parts]
     total = sum(
-        jnp.sum(
-            softmax_cross_entropy_with_integer_labels(
-                part, y[g * rows : (g + 1) * rows]
-            )
-        )
-        for g, part in enumerate(parts)
+        jnp.sum(softmax_cross_entropy_with_integer_labels(z, y[part]))
+        for z, part in zip(logits, parts, strict=True)
     )
-    return total / b, jnp.concatenate(parts)
+    return total / x.shape[0], jnp.concatenate(logits)
 
 
 def train_step(

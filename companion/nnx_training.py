@@ -220,11 +220,7 @@ def fit(
     if groups is None:
         mixes = any(isinstance(n, nnx.BatchNorm) for _, n in nnx.iter_graph(model))
         groups = 1 if mixes else cpu.batch_groups(batch_size)
-    if groups < 1 or batch_size % groups:
-        raise ValueError(
-            f"groups must be a positive divisor of batch_size {batch_size}; "
-            f"got {groups}"
-        )
+    cpu.row_groups(batch_size, groups)  # checks that groups divides the batch
     _validate(x_train, y_train, model)
     if x_val is not None:
         _validate(x_val, y_val, model, name="val_")

@@ -79,18 +79,11 @@ def loss_fn(
     if groups == 1:
         logits = mlp.apply(params, x, activation)
         return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y))
-    b = x.shape[0]
-    if groups < 1 or b % groups:
-        raise ValueError(
-            f"groups must be a positive divisor of the batch {b}; got {groups}"
-        )
-    rows = b // groups
     total = 0.0
-    for g in range(groups):
-        part = slice(g * rows, (g + 1) * rows)  # (rows, 784): this group's examples
+    for part in cpu.row_groups(x.shape[0], groups):  # x[part]: (B / groups, 784)
         logits = mlp.apply(params, x[part], activation)
         total += jnp.sum(softmax_cross_entropy_with_integer_labels(logits, y[part]))
-    return total / b
+    return total / x.shape[0]
 
 
 def sgd_update(
@@ -231,11 +224,7 @@ def train_epoch(
     num = full_batches(y.shape[0], batch_size)
     if groups is None:
         groups = 1 if mode == "eager" else cpu.batch_groups(batch_size)
-    if groups < 1 or batch_size % groups:
-        raise ValueError(
-            f"groups must be a positive divisor of batch_size {batch_size}; "
-            f"got {groups}"
-        )
+    cpu.row_groups(batch_size, groups)  # checks that groups divides the batch
     static = {"batch_size": batch_size, "activation": activation, "groups": groups}
     if mode == "scan":
         return _scan_epoch(params, x, y, lr, key, **static)

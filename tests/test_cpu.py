@@ -48,3 +48,18 @@ def test_one_group_on_another_backend(monkeypatch):
 def test_batch_groups_refuses_non_positive_sizes(batch, min_rows):
     with pytest.raises(ValueError, match="must be positive"):
         cpu.batch_groups(batch, min_rows=min_rows)
+
+
+@pytest.mark.parametrize(("batch", "groups"), [(64, 1), (64, 2), (96, 3), (8, 8)])
+def test_row_groups_cover_the_batch_once_in_order(batch, groups):
+    parts = cpu.row_groups(batch, groups)
+    rows = [i for part in parts for i in range(batch)[part]]
+    assert rows == list(range(batch))
+    assert {part.stop - part.start for part in parts} == {batch // groups}
+
+
+@pytest.mark.parametrize(("batch", "groups"), [(64, 0), (64, -2), (64, 3), (8, 16)])
+def test_row_groups_refuses_what_does_not_divide_the_batch(batch, groups):
+    match = f"positive divisor of the batch size {batch}; got {groups}"
+    with pytest.raises(ValueError, match=match):
+        cpu.row_groups(batch, groups)

@@ -99,5 +99,7 @@ def test_loss_in_row_groups_is_the_same_loss_logits_and_gradient(groups):
     np.testing.assert_array_equal(logits, logits1)  # row by row: the same products
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    with pytest.raises(ValueError, match="positive divisor of the batch 64; got 3"):
+    with pytest.raises(
+        ValueError, match="positive divisor of the batch size 64; got 3"
+    ):
         nnx_steps.loss_fn(model, x, y, 3)

@@ -238,7 +238,7 @@ def test_steps_per_call_changes_the_speed_not_the_training():
     for other in models[1:]:
         for a, b in zip(ref, jax.tree.leaves(nnx.state(other)), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="divisor of batch_size 16; got 3"):
+    with pytest.raises(ValueError, match="divisor of the batch size 16; got 3"):
         nnx_training.fit(
             models[0], optim.make_optimizer(models[0], optax.sgd(0.1)), x, y,
             epochs=1, batch_size=16, groups=3, progress=False,
@@ -273,7 +273,7 @@ def test_loops_well_flags_lax_conv_models_on_cpu():
     assert nnx_training.loops_well(CNN(rngs=nnx.Rngs(0), conv="lax")) == slow
 
 
-def test_row_groups_change_the_speed_not_the_training(monkeypatch):
+def test_row_groups_change_the_speed_not_the_training():
     x, y = blobs(256)
     models = [MLP([20, 16, 4], rngs=nnx.Rngs(2)) for _ in range(3)]
     for model, groups in zip(models, (1, 2, 4), strict=True):

@@ -19,6 +19,13 @@ Forward-mode differentiation (``jax.jvp``) is therefore not defined through
 :func:`same_conv`; ``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of
 gradients are.
 
+An image with one channel (the book's first layer) is the exception: its patches rows
+are only ``kh·kw`` long, so the product is mostly writing and reading the patches.
+There the forward pass is a sum over the taps of the shifted image times each tap's
+weights (one fused loop over the output), and the kernel's gradient is still
+``patches^T @ g`` by hand: ``jax.grad`` of that sum would reduce the whole output
+gradient once per tap.
+
 Non-overlapping average pooling is a reshape and a mean, whose gradient is a broadcast,
 where ``lax.reduce_window``'s is a padded scatter. :class:`PatchConv` is an ``nnx.Conv``
 (the same parameters) that computes this way.
@@ -80,8 +87,14 @@ def same_conv(
         )
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    # (B, H, W, kh·kw·C) @ (kh·kw·C, O) -> (B, H, W, O)
-    y = _rows_times_matrix(patches(x, kh, kw), kernel.reshape(kh * kw * c, o))
+    if c == 1:
+        # One channel in: a product with kh·kw-long rows is mostly memory traffic (the
+        # patches are written and read for a few multiply-adds per output); the taps as
+        # broadcast multiply-adds are one fused loop over the output instead.
+        y = _one_channel_conv(x, kernel)
+    else:
+        # (B, H, W, kh·kw·C) @ (kh·kw·C, O) -> (B, H, W, O)
+        y = _rows_times_matrix(patches(x, kh, kw), kernel.reshape(kh * kw * c, o))
     return y if bias is None else y + jnp.asarray(bias)
 
 
@@ -123,20 +136,62 @@ def _rows_times_matrix_fwd(rows, matrix):
 
 def _rows_times_matrix_bwd(residuals, g):
     rows, matrix = residuals
-    k, o = matrix.shape
+    return g @ matrix.T, _pixel_sum(rows, g)
+
+
+_rows_times_matrix.defvjp(_rows_times_matrix_fwd, _rows_times_matrix_bwd)
+
+
+def _pixel_sum(rows: jax.Array, g: jax.Array) -> jax.Array:
+    """``rows^T @ g`` summed over every pixel: rows ``(..., K)``, g ``(..., O)`` →
+    ``(K, O)``, the kernel's gradient (flattened)."""
+    k, o = rows.shape[-1], g.shape[-1]
     n = g.size // o  # B·H·W pixels
-    # d matrix = rows^T @ g, (K, O), summed over all n pixels: one group of pixels per
-    # thread (gcd: a group count that divides n), each group's sum its own product.
+    # One group of pixels per thread (gcd: a group count that divides n), each group's
+    # sum its own product: a single long sum runs on one core.
     groups = math.gcd(n, cpu.threads())
     per_group = jnp.einsum(
         "gnk,gno->gko",
         rows.reshape(groups, n // groups, k),
         g.reshape(groups, n // groups, o),
     )
-    return g @ matrix.T, per_group.sum(0)
+    return per_group.sum(0)
 
 
-_rows_times_matrix.defvjp(_rows_times_matrix_fwd, _rows_times_matrix_bwd)
+def _shifted_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The convolution of a one-channel image as a sum over the kernel's taps of the
+    shifted image times that tap's weights: ``(B, H, W, 1)`` → ``(B, H, W, O)``."""
+    kh, kw, _, _ = kernel.shape
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    y = padded[:, :h, :w, :] * kernel[0, 0]  # (B, H, W, 1) * (1, O) -> (B, H, W, O)
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                y = y + padded[:, i : i + h, j : j + w, :] * kernel[i, j]
+    return y
+
+
+@jax.custom_vjp
+def _one_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _shifted_taps(x, kernel)
+
+
+def _one_channel_conv_fwd(x, kernel):
+    return _shifted_taps(x, kernel), (x, kernel)
+
+
+def _one_channel_conv_bwd(residuals, g):
+    x, kernel = residuals
+    kh, kw, _, _ = kernel.shape
+    # The input's gradient as jax.grad writes it (shifted adds). The kernel's is
+    # patches^T @ g, where jax.grad would write one reduction over the whole output
+    # gradient per tap (kh·kw passes over it).
+    x_grad = jax.vjp(lambda x: _shifted_taps(x, kernel), x)[1](g)[0]
+    return x_grad, _pixel_sum(patches(x, kh, kw), g).reshape(kernel.shape)
+
+
+_one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
 
 
 def avg_pool(x: ArrayLike, size: int = 2) -> jax.Array:

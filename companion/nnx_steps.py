@@ -137,20 +137,31 @@ def guarded_train_step(
     grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
     (loss, logits), grads = grad_fn(model, x, y, groups)
     grad_norm = optax.tree.norm(grads)
-    # A snapshot: nnx.state refers to the live Variables, tree.map takes their current
+    graphdef, state = nnx.split((model, optimizer))
+    # A snapshot: the state refers to the live Variables, tree.map takes their current
     # arrays (immutable, so keeping them costs no copy).
-    before = jax.tree.map(lambda a: a, nnx.state((model, optimizer)))
+    before = jax.tree.map(lambda a: a, state)
     step = optimizer.step[...]
-    optimizer.update(model, grads)
+
+    def update(state):
+        model, optimizer = nnx.merge(graphdef, state)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer))
+
+    # Undo a non-finite step by not taking it: lax.cond, not a select. A select
+    # (jnp.where(finite, new, old) on every array) is an extra pass over the parameters
+    # and both of Adam's moments in every step, and keeps the old state alive beside
+    # the new; a branch costs one scalar test, and XLA runs only the branch taken.
+    grads_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    after = jax.lax.cond(grads_finite, update, lambda state: state, before)
+    nnx.update((model, optimizer), after)
+    # A finite update can still overflow a parameter (a huge learning rate).
     params_finite = jnp.isfinite(optax.tree.norm(nnx.state(model, nnx.Param)))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
-    # Undo a non-finite step: select the old state (a select, not a branch, so it works
-    # under jit).
-    after = nnx.state((model, optimizer))
     nnx.update(
         (model, optimizer),
-        jax.tree.map(lambda new, old: jnp.where(finite, new, old), after, before),
+        jax.lax.cond(params_finite, lambda: after, lambda: before),
     )
+    finite = grads_finite & params_finite
     first = (guard.first_bad_step[...] < 0) & ~finite
     guard.first_bad_step[...] = jnp.where(first, step, guard.first_bad_step[...])
     guard.bad_loss[...] = jnp.where(first, loss, guard.bad_loss[...])

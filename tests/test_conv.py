@@ -141,11 +141,12 @@ def test_hand_written_gradient_against_lax_conv_in_float64(
             np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_gradients_of_gradients_and_vmap_through_the_hand_written_gradient():
+@pytest.mark.parametrize("c", [1, 2])  # one channel in: the shifted-taps path
+def test_gradients_of_gradients_and_vmap_through_the_hand_written_gradient(c):
     with jax.enable_x64(True):
         k1, k2 = jax.random.split(jax.random.key(4))
-        x = jax.random.normal(k1, (2, 5, 5, 2), jnp.float64)
-        kernel = jax.random.normal(k2, (3, 3, 2, 3), jnp.float64)
+        x = jax.random.normal(k1, (2, 5, 5, c), jnp.float64)
+        kernel = jax.random.normal(k2, (3, 3, c, 3), jnp.float64)
 
         def curvature(conv):
             # a function of the kernel through its own gradient: needs the backward

@@ -219,7 +219,8 @@ def avg_pool(x: ArrayLike, size: int = 2) -> jax.Array:
 
 
 class PatchConv(nnx.Conv):
-    """An ``nnx.Conv`` (stride 1, "SAME" padding) computed as patches × matrix.
+    """An ``nnx.Conv`` (stride 1, "SAME" padding) computed as patches × matrix (as
+    shifted taps for one channel in).
 
     The same parameters as ``nnx.Conv`` (``kernel`` ``(kh, kw, C_in, C_out)``, HWIO;
     ``bias`` ``(C_out,)``) and the same outputs, through :func:`same_conv`: on XLA:CPU

@@ -114,9 +114,10 @@ class CNN(nnx.Module):
     average pooling, then dense 256 and dense 10.
 
     Takes images as ``(B, 28, 28, 1)`` or flat ``(B, 784)``; returns logits ``(B, 10)``.
-    The convolutions are :class:`companion.conv.PatchConv`: ``nnx.Conv`` layers (kernels
-    ``(3, 3, C_in, C_out)``, HWIO) computed as patches × matrix (what XLA:CPU runs
-    fast inside a loop: chapter 6); pooling is :func:`companion.conv.avg_pool`.
+    The convolutions are :class:`companion.conv.PatchConv`: ``nnx.Conv`` layers
+    (kernels ``(3, 3, C_in, C_out)``, HWIO) computed as patches × matrix, the first as
+    shifted taps (what XLA:CPU runs fast inside a loop: chapter 6); pooling is
+    :func:`companion.conv.avg_pool`.
     ``conv="lax"`` builds the textbook version instead (``nnx.Conv``, ``lax.conv`` and
     ``nnx.avg_pool``): the same parameters and the same function, for comparison.
 

@@ -21,6 +21,9 @@ training must stop with an error that names the step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -28,6 +31,8 @@ from flax import nnx
 
 from companion import cpu
 from companion.losses import softmax_cross_entropy_with_integer_labels
+
+T = TypeVar("T")
 
 __all__ = [
     "NonFiniteGuard",
@@ -144,23 +149,18 @@ def guarded_train_step(
     step = optimizer.step[...]
 
     def update(state):
-        model, optimizer = nnx.merge(graphdef, state)
+        # merge takes over the state's Variables and the update writes into them: a
+        # copy, so that `before` keeps the old arrays
+        model, optimizer = nnx.merge(graphdef, jax.tree.map(lambda a: a, state))
         optimizer.update(model, grads)
         return nnx.state((model, optimizer))
 
-    # Undo a non-finite step by not taking it: lax.cond, not a select. A select
-    # (jnp.where(finite, new, old) on every array) is an extra pass over the parameters
-    # and both of Adam's moments in every step, and keeps the old state alive beside
-    # the new; a branch costs one scalar test, and XLA runs only the branch taken.
     grads_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    after = jax.lax.cond(grads_finite, update, lambda state: state, before)
+    after = _either(grads_finite, update, before)
     nnx.update((model, optimizer), after)
     # A finite update can still overflow a parameter (a huge learning rate).
     params_finite = jnp.isfinite(optax.tree.norm(nnx.state(model, nnx.Param)))
-    nnx.update(
-        (model, optimizer),
-        jax.lax.cond(params_finite, lambda: after, lambda: before),
-    )
+    nnx.update((model, optimizer), _either(params_finite, lambda _: after, before))
     finite = grads_finite & params_finite
     first = (guard.first_bad_step[...] < 0) & ~finite
     guard.first_bad_step[...] = jnp.where(first, step, guard.first_bad_step[...])
@@ -169,3 +169,18 @@ def guarded_train_step(
     guard.bad_params[...] = jnp.where(first, ~params_finite, guard.bad_params[...])
     metrics.update(loss=loss, logits=logits, labels=y, grad_norm=grad_norm)
     return loss
+
+
+def _either(finite: jax.Array, new: Callable[[T], T], old: T) -> T:
+    """``new(old)`` if ``finite``, else ``old`` (pytrees of arrays, one structure).
+
+    On a CPU, a branch (``lax.cond``): XLA runs only the branch taken, so a finite step
+    costs one scalar test, where a select (``jnp.where(finite, new, old)`` on every
+    array) is one more pass over the parameters and both of Adam's moments in every
+    step, with the old state kept alive beside the new. On a GPU, picking a branch can
+    mean copying the predicate to the host and waiting for it, once per step; there
+    the select, one pass at the accelerator's memory bandwidth, is kept.
+    """
+    if jax.default_backend() == "cpu":
+        return jax.lax.cond(finite, new, lambda state: state, old)
+    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new(old), old)

@@ -85,6 +85,38 @@ def test_guard_names_the_first_bad_step_not_a_later_one():
     assert int(guard.first_bad_step[...]) == 2
 
 
+@pytest.mark.parametrize(
+    ("lr", "taken", "first_bad"),
+    [(0.1, 2, 1), (1e30, 0, 0)],  # 1e30: finite gradients, every update overflows
+)
+def test_the_branch_on_a_cpu_and_the_select_elsewhere_undo_the_same_steps(
+    monkeypatch, lr, taken, first_bad
+):
+    # On a CPU the guard undoes a step with lax.cond, on an accelerator with a select:
+    # both must leave the model where the finite steps alone (the unguarded step)
+    # take it.
+    x, y = blobs(64)
+    xb, yb = jnp.asarray(x[:16]), jnp.asarray(y[:16])
+    nan_xb = xb.at[3, 2].set(jnp.nan)
+    ref_model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    ref_opt = optim.make_optimizer(ref_model, optax.sgd(lr))
+    for _ in range(taken):
+        nnx_steps.train_step(ref_model, ref_opt, nnx_steps.make_metrics(), xb, yb)
+    reference = jax.tree.leaves(nnx.state(ref_model, nnx.Param))
+    for backend in ("cpu", "gpu"):
+        monkeypatch.setattr(nnx_steps.jax, "default_backend", lambda b=backend: b)
+        model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+        optimizer = optim.make_optimizer(model, optax.sgd(lr))
+        metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
+        for batch in (xb, nan_xb, xb):  # eager: the backend is read at every call
+            nnx_steps.guarded_train_step(model, optimizer, metrics, guard, batch, yb)
+        assert int(optimizer.step[...]) == taken, backend
+        assert int(guard.first_bad_step[...]) == first_bad, backend
+        params = jax.tree.leaves(nnx.state(model, nnx.Param))
+        for ours, ref in zip(params, reference, strict=True):
+            np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("groups", [2, 4])
 def test_loss_in_row_groups_is_the_same_loss_logits_and_gradient(groups):
     x, y = (jnp.asarray(a) for a in blobs(64))

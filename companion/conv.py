@@ -19,8 +19,8 @@ Forward-mode differentiation (``jax.jvp``) is therefore not defined through
 :func:`same_conv`; ``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of
 gradients are.
 
-An image with one channel (the book's first layer) is the exception: its patches rows
-are only ``kh·kw`` long, so the product is mostly writing and reading the patches.
+An image with one channel (the book's first layer) is the exception: its rows of
+patches are only ``kh·kw`` long, so the product is mostly writing and reading them.
 There the forward pass is a sum over the taps of the shifted image times each tap's
 weights (one fused loop over the output), and the kernel's gradient is still
 ``patches^T @ g`` by hand: ``jax.grad`` of that sum would reduce the whole output

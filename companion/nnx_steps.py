@@ -177,9 +177,9 @@ def _either(finite: jax.Array, new: Callable[[T], T], old: T) -> T:
     On a CPU, a branch (``lax.cond``): XLA runs only the branch taken, so a finite step
     costs one scalar test, where a select (``jnp.where(finite, new, old)`` on every
     array) is one more pass over the parameters and both of Adam's moments in every
-    step, with the old state kept alive beside the new. On a GPU, picking a branch can
-    mean copying the predicate to the host and waiting for it, once per step; there
-    the select, one pass at the accelerator's memory bandwidth, is kept.
+    step. On a GPU, picking a branch can mean copying the predicate to the host and
+    waiting for it, once per step; there the select, one pass at the accelerator's
+    memory bandwidth, is kept.
     """
     if jax.default_backend() == "cpu":
         return jax.lax.cond(finite, new, lambda state: state, old)

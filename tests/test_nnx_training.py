@@ -6,7 +6,7 @@ import pytest
 from conftest import blobs
 from flax import nnx
 
-from companion import mlp, nnx_steps, nnx_training, optim
+from companion import cpu, mlp, nnx_steps, nnx_training, optim
 from companion.loop import NonFiniteLossError
 from companion.nnx_models import MLP
 from companion.optim import OptimizerConfig
@@ -289,8 +289,6 @@ def test_row_groups_change_the_speed_not_the_training():
 
 
 def test_default_groups_one_per_core_but_one_for_batch_norm(monkeypatch):
-    from companion import cpu
-
     seen = []
     real = nnx_training._fast_train_steps
 

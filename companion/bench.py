@@ -2,11 +2,14 @@
 MLP (chapter 5, :mod:`companion.bench_mlp`) or, with ``--model cnn``, its CNN (chapter
 6, :mod:`companion.bench_cnn`), against its peers.
 
-Prints one table: for each variant, the median seconds per epoch, the speedup over JAX
-eager, and the ratio to the *compute floor* — the FLOPs an epoch needs (from the model's
-shapes) divided by the matrix-multiply throughput measured on this machine in the same
-run. A ratio of 1 would mean the epoch runs at the speed of one large matmul; everything
-above it is overhead.
+Prints one table: for each variant, the median seconds per epoch and the spread of its
+runs, the speedup over JAX eager, and the ratio to the *compute floor* — the FLOPs an
+epoch needs (from the model's shapes) divided by the matrix-multiply throughput measured
+on this machine in the same run. A ratio of 1 would mean the epoch runs at the speed of
+one large matmul; everything above it is overhead. The variants are timed in turns
+(:func:`companion.timing.interleave`), so run ``i`` of each is one round; below the
+table, the companion's fastest variant against each other one, round by round
+(:func:`race`): a lead that holds in every round survives the machine's noise.
 
 This module holds what both share: the table row, the measured matmul throughput, the
 table formats and the command line. ``--batch-sizes`` adds a table of the MLP's seconds
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -27,13 +31,22 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "PAUSE",
+    "Race",
     "Row",
+    "format_races",
     "format_scaling",
     "format_table",
     "import_torch",
     "main",
     "matmul_throughput",
+    "race",
 ]
+
+
+# Seconds of rest before each timed run: the previous variant's thread pools (OpenBLAS,
+# PyTorch's OpenMP, XLA's) spin on the cores for a while after their work ends.
+PAUSE = 0.1
 
 
 def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
@@ -53,12 +66,86 @@ def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the benchmark table."""
+    """One line of the benchmark table: a variant's timed runs."""
 
     variant: str
-    seconds: float  # median seconds per epoch
-    epochs: int  # timed runs behind the median (epochs; for the CNN, runs of steps)
-    loss: float  # mean training loss of the last timed epoch
+    # seconds per epoch of each timed run, in round order (variants timed in turns by
+    # companion.timing.interleave: run i of every variant is one round, a pair)
+    times: tuple[float, ...]
+    loss: float  # mean training loss of the last timed run
+
+    def __post_init__(self):
+        if not self.times:
+            raise ValueError(f"{self.variant}: a row needs at least one timed run")
+
+    @property
+    def seconds(self) -> float:
+        """The median seconds per epoch."""
+        return statistics.median(self.times)
+
+    @property
+    def epochs(self) -> int:
+        """Timed runs behind the median (epochs; for the CNN, runs of steps)."""
+        return len(self.times)
+
+
+@dataclass(frozen=True)
+class Race:
+    """One variant against another, round by round (see :func:`race`)."""
+
+    variant: str
+    other: str
+    ratios: tuple[float, ...]  # other's seconds / variant's, per round: > 1 is ahead
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def wins(self) -> int:
+        """Rounds in which ``variant`` was faster."""
+        return sum(r > 1 for r in self.ratios)
+
+    def verdict(self) -> str:
+        """``"ahead in all N rounds"``, ``"behind in all N rounds"`` or ``"ahead in k of
+        N rounds"`` (a lead the machine's noise can undo)."""
+        n = len(self.ratios)
+        if self.wins == n:
+            return "ahead in the one round" if n == 1 else f"ahead in all {n} rounds"
+        if self.wins == 0:
+            return "behind in the one round" if n == 1 else f"behind in all {n} rounds"
+        return f"ahead in {self.wins} of {n} rounds"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.variant} vs {self.other}: {self.median:.2f}× "
+            f"({min(self.ratios):.2f}–{max(self.ratios):.2f}), {self.verdict()}"
+        )
+
+
+def race(rows: Sequence[Row], variant: str, other: str) -> Race:
+    """``variant`` against ``other`` in every round both were timed in: ``other``'s
+    seconds over ``variant``'s, round by round (``> 1``: ``variant`` was faster).
+
+    A ratio of medians can hide that the lead changed hands from round to round; the
+    paired ratios show whether it survives the machine's noise.
+
+    Examples:
+        >>> rows = [Row("a", (1.0, 2.0, 1.0), 0.0), Row("b", (1.5, 1.8, 1.2), 0.0)]
+        >>> str(race(rows, "a", "b"))
+        'a vs b: 1.20× (0.90–1.50), ahead in 2 of 3 rounds'
+    """
+    by_name = {r.variant: r for r in rows}
+    for name in (variant, other):
+        if name not in by_name:
+            raise ValueError(f"no row for {name!r}; rows: {list(by_name)}")
+    a, b = by_name[variant].times, by_name[other].times
+    if len(a) != len(b):
+        raise ValueError(
+            f"{variant} and {other} were not timed in the same rounds "
+            f"({len(a)} and {len(b)} runs)"
+        )
+    return Race(variant, other, tuple(tb / ta for ta, tb in zip(a, b, strict=True)))
 
 
 def import_torch(variant: str):
@@ -89,19 +176,20 @@ def format_scaling(
 
 
 def format_table(rows: Sequence[Row], floor_seconds: float) -> str:
-    """The benchmark table as text: seconds, speedup over eager (if measured), ratio to
-    the floor.
+    """The benchmark table as text: seconds (median, and the fastest and slowest run),
+    speedup over eager (if measured), ratio to the floor.
     """
     eager = next((r.seconds for r in rows if r.variant == "eager"), None)
     header = (
-        f"{'variant':13s} {'s/epoch':>9s} {'× vs eager':>11s} {'× floor':>8s} "
-        f"{'runs':>5s} {'loss':>8s}"
+        f"{'variant':13s} {'s/epoch':>9s} {'spread (min–max)':>17s} "
+        f"{'× vs eager':>11s} {'× floor':>8s} {'runs':>5s} {'loss':>8s}"
     )
     lines = [header]
     for r in rows:
         speedup = f"{eager / r.seconds:10.1f}×" if eager else f"{'—':>11s}"
+        spread = f"{min(r.times):.3f}–{max(r.times):.3f}"
         lines.append(
-            f"{r.variant:13s} {r.seconds:9.3f} {speedup} "
+            f"{r.variant:13s} {r.seconds:9.3f} {spread:>17s} {speedup} "
             f"{r.seconds / floor_seconds:7.2f}× {r.epochs:5d} {r.loss:8.4f}"
         )
     lines.append(
@@ -109,6 +197,14 @@ def format_table(rows: Sequence[Row], floor_seconds: float) -> str:
         "(epoch FLOPs / measured matmul throughput)"
     )
     return "\n".join(lines)
+
+
+def format_races(rows: Sequence[Row], variant: str, others: Sequence[str]) -> str:
+    """``variant`` against each of ``others`` that has a row, one :class:`Race` a line:
+    the median of the paired ratios, their range, and in how many rounds it was ahead.
+    """
+    names = {r.variant for r in rows}
+    return "\n".join(str(race(rows, variant, o)) for o in others if o in names)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}"
     )
     print(format_table(rows, floor))
+    ours = [r for r in rows if r.variant in ("fit", "jit", "scan")]
+    others = [r.variant for r in rows if r.variant != "eager"]  # eager: not in rounds
+    if ours and len(others) > 1:
+        best = min(ours, key=lambda r: r.seconds).variant
+        print(f"\n{best} against each, round by round (its time / {best}'s):")
+        print(format_races(rows, best, [o for o in others if o != best]))
     if args.model == "mlp" and scaled:
         floors = {s: epoch_flops((784, 128, 10), len(y), s) / throughput for s in sizes}
         print("\nseconds per epoch against the batch size:")

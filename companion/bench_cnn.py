@@ -13,9 +13,10 @@ Variants, all from the same initial weights on the same batches:
   (:func:`companion.torch_bridge.cnn_to_torch`, ``torch.optim.Adam``), eager and
   compiled.
 
-A CNN epoch is long, so each variant times ``steps`` steps (after as many untimed
-ones: compilation) and reports seconds per epoch as seconds per step × ``N //
-batch_size``. The floor is :func:`cnn_step_flops` over the measured matmul throughput.
+A CNN epoch is long, so each variant times runs of ``steps`` steps (after one untimed
+run: compilation), the variants in turns, and reports seconds per epoch as seconds per
+step × ``N // batch_size``. The floor is :func:`cnn_step_flops` over the measured
+matmul throughput.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from flax import nnx
 
 from companion import nnx_steps, nnx_training, optim
 from companion.batching import check_dataset, full_batches
-from companion.bench import Row, import_torch
+from companion.bench import PAUSE, Row, import_torch
 from companion.nnx_models import CNN
 from companion.peers import torch_epoch
-from companion.timing import benchmark
+from companion.timing import interleave
 from companion.torch_bridge import cnn_to_torch
 
 __all__ = ["CNN_VARIANTS", "cnn_step_flops", "run_cnn"]
@@ -75,9 +76,10 @@ def run_cnn(
     variants: Sequence[str] = CNN_VARIANTS,
     seed: int = 0,
 ) -> list[Row]:
-    """Time each CNN variant: ``steps`` Adam steps, one untimed run then the median of
-    ``repeat``; a list of :class:`companion.bench.Row` in seconds per epoch of ``(x,
-    y)``.
+    """Time each CNN variant: ``steps`` Adam steps a run, one untimed run of each, then
+    ``repeat`` rounds of one timed run of each, in turns
+    (:func:`companion.timing.interleave`); a list of :class:`companion.bench.Row` in
+    seconds per epoch of ``(x, y)``.
 
     Every run trains on the same first ``steps`` batches, so after the same number of
     runs every variant has taken the same steps from the same weights: the ``loss``
@@ -104,7 +106,7 @@ def run_cnn(
     n = steps * batch_size
     x_dev, y_dev = jnp.asarray(x[:n]), jnp.asarray(y[:n])
     init = nnx.state(CNN(rngs=nnx.Rngs(seed)), nnx.Param)
-    rows = []
+    calls = {}
     for variant in variants:
         if variant.startswith("torch"):
             torch = import_torch(variant)
@@ -124,11 +126,21 @@ def run_cnn(
             run = (_fit_run if variant.startswith("fit") else _nnx_jit_run)(
                 model, opt, x_dev, y_dev, batch_size
             )
-        losses: list[float] = []
-        timed = benchmark(lambda r=run, out=losses: out.append(r()), repeat=repeat)
-        seconds = timed.median / steps * per_epoch  # per step, times an epoch's steps
-        rows.append(Row(variant, seconds, repeat, losses[-1]))
-    return rows
+        calls[variant] = run
+    if not calls:  # only torch variants, and no torch
+        return []
+    losses: dict[str, list[float]] = {v: [] for v in calls}
+    timed = interleave(
+        {v: lambda r=r, out=losses[v]: out.append(r()) for v, r in calls.items()},
+        warmup=1,
+        repeat=repeat,
+        pause=PAUSE,
+    )
+    per_step = per_epoch / steps  # seconds per run → seconds per epoch
+    return [
+        Row(v, tuple(t * per_step for t in timed[v].times), losses[v][-1])
+        for v in calls
+    ]
 
 
 def _cnn(params: nnx.State, conv: str) -> CNN:

@@ -10,16 +10,16 @@ them at several batch sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from companion import mlp, sgd
-from companion.bench import Row, import_torch
+from companion.bench import PAUSE, Row, import_torch
 from companion.peers import numpy_epoch, torch_epoch
-from companion.timing import benchmark
+from companion.timing import benchmark, interleave
 from companion.torch_bridge import mlp_to_torch
 
 __all__ = ["VARIANTS", "epoch_flops", "run", "scaling"]
@@ -48,17 +48,6 @@ def epoch_flops(sizes: Sequence[int], n: int, batch_size: int) -> int:
     return steps * per_step
 
 
-def _median_epoch(
-    step: Callable[[], float], epochs: int, warmup: int
-) -> tuple[float, float]:
-    """Median seconds of ``step()`` (an epoch that waits for its own result), and its
-    last loss.
-    """
-    losses: list[float] = []
-    timed = benchmark(lambda: losses.append(step()), warmup=warmup, repeat=epochs)
-    return timed.median, losses[-1]
-
-
 def run(
     x: np.ndarray,
     y: np.ndarray,
@@ -71,13 +60,13 @@ def run(
     variants: Sequence[str] = VARIANTS,
     seed: int = 516,
 ) -> list[Row]:
-    """Time each variant: one untimed warm-up epoch (compilation), then the median of
-    ``epochs``.
+    """Time each variant: one untimed warm-up epoch each (compilation), then ``epochs``
+    rounds of one timed epoch of each, in turns (:func:`companion.timing.interleave`).
 
-    ``eager`` is timed over ``eager_epochs`` without warm-up (it compiles nothing and is
-    slow). ``torch`` and ``torch.compile`` are skipped, with a note on stderr, if torch
-    is not installed. The data is checked once, first (``ValueError`` naming the
-    problem).
+    ``eager`` is timed first, on its own, over ``eager_epochs`` without warm-up (it
+    compiles nothing and is slow). ``torch`` and ``torch.compile`` are skipped, with a
+    note on stderr, if torch is not installed. The data is checked once, first
+    (``ValueError`` naming the problem).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -87,59 +76,62 @@ def run(
     init = mlp.init_params(list(sizes), jax.random.PRNGKey(seed))
     sgd.check_inputs(x, y, init, "relu")  # once: the variants below check nothing
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)  # on the device once, as a user would
-    rows = []
-    for variant in variants:
-        if variant in ("eager", "jit", "scan"):
-            state = {
-                "p": jax.tree.map(jnp.array, init)
-            }  # a copy: jit and scan donate it
+    calls = {v: _epoch(v, init, x, y, x_dev, y_dev, lr, batch_size) for v in variants}
+    losses: dict[str, list[float]] = {v: [] for v in calls if calls[v] is not None}
 
-            def step(variant=variant, state=state):
-                state["p"], loss = sgd.train_epoch(
-                    state["p"],
-                    x_dev,
-                    y_dev,
-                    lr=lr,
-                    batch_size=batch_size,
-                    mode=variant,
-                    validate=False,
-                )
-                jax.block_until_ready(state["p"])
-                return float(loss)
+    def timed(v):
+        return lambda: losses[v].append(calls[v]())
 
-            timed = eager_epochs if variant == "eager" else epochs
-            seconds, loss = _median_epoch(
-                step, timed, warmup=0 if variant == "eager" else 1
+    times = {}
+    if "eager" in losses:
+        times["eager"] = benchmark(timed("eager"), warmup=0, repeat=eager_epochs)
+    compiled = {v: timed(v) for v in losses if v != "eager"}
+    if compiled:
+        times |= interleave(compiled, warmup=1, repeat=epochs, pause=PAUSE)
+    return [Row(v, times[v].times, losses[v][-1]) for v in variants if v in losses]
+
+
+def _epoch(variant, init, x, y, x_dev, y_dev, lr, batch_size):
+    """One epoch of ``variant``: a function of no arguments that trains its own copy
+    of ``init`` and returns the epoch's mean loss (a float: it waits for the work);
+    ``None`` for a torch variant without torch."""
+    if variant in ("eager", "jit", "scan"):
+        state = {"p": jax.tree.map(jnp.array, init)}  # a copy: jit and scan donate it
+
+        def step():
+            state["p"], loss = sgd.train_epoch(
+                state["p"],
+                x_dev,
+                y_dev,
+                lr=lr,
+                batch_size=batch_size,
+                mode=variant,
+                validate=False,
             )
-        elif variant == "numpy":
-            np_state = {"p": [(np.asarray(W), np.asarray(b)) for W, b in init]}
-            x_np, y_np = np.asarray(x, np.float32), np.asarray(y)
+            jax.block_until_ready(state["p"])
+            return float(loss)
 
-            def np_step(state=np_state, x_np=x_np, y_np=y_np):
-                state["p"], loss = numpy_epoch(
-                    state["p"], x_np, y_np, lr, batch_size, validate=False
-                )
-                return loss
+        return step
+    if variant == "numpy":
+        np_state = {"p": [(np.asarray(W), np.asarray(b)) for W, b in init]}
+        x_np, y_np = np.asarray(x, np.float32), np.asarray(y)
 
-            timed = epochs
-            seconds, loss = _median_epoch(np_step, timed, warmup=1)
-        else:
-            torch = import_torch(variant)
-            if torch is None:
-                continue
-            model = mlp_to_torch(init)
-            if variant == "torch.compile":
-                model = torch.compile(model)
-            x_t = torch.from_numpy(np.asarray(x, np.float32))
-            y_t = torch.from_numpy(np.asarray(y).astype(np.int64))
+        def np_step():
+            np_state["p"], loss = numpy_epoch(
+                np_state["p"], x_np, y_np, lr, batch_size, validate=False
+            )
+            return loss
 
-            def torch_step(model=model, x_t=x_t, y_t=y_t):
-                return torch_epoch(model, x_t, y_t, lr, batch_size)
-
-            timed = epochs
-            seconds, loss = _median_epoch(torch_step, timed, warmup=1)
-        rows.append(Row(variant, seconds, timed, loss))
-    return rows
+        return np_step
+    torch = import_torch(variant)
+    if torch is None:
+        return None
+    model = mlp_to_torch(init)
+    if variant == "torch.compile":
+        model = torch.compile(model)
+    x_t = torch.from_numpy(np.asarray(x, np.float32))
+    y_t = torch.from_numpy(np.asarray(y).astype(np.int64))
+    return lambda: torch_epoch(model, x_t, y_t, lr, batch_size)
 
 
 def scaling(

@@ -3,19 +3,21 @@
 JAX dispatches work asynchronously: a call returns as soon as the work is *queued*. A
 timer around a call without ``block_until_ready`` measures dispatch, not computation.
 And the first call of a jitted function includes tracing and compilation, which later
-calls skip.
+calls skip. And a machine's speed drifts (other work, heat, memory): to compare
+several functions, :func:`interleave` times them in turns, one call each per round, so
+a slow spell slows every one of them, not just the one timed during it.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jax
 
-__all__ = ["Timing", "benchmark", "compile_time"]
+__all__ = ["Timing", "benchmark", "compile_time", "interleave"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,58 @@ def benchmark(
     return Timing(
         min(times), statistics.median(times), max(times), tuple(times), compiled
     )
+
+
+def interleave(
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeat: int = 5,
+    pause: float = 0.0,
+) -> dict[str, Timing]:
+    """Time several functions in turns: after ``warmup`` untimed calls of each,
+    ``repeat`` rounds of one timed call of each, in the order given.
+
+    Every call waits for its result (``jax.block_until_ready``). Round ``i`` of every
+    function ran at about the same time, so ``times[i]`` of two of them are a *pair*:
+    their ratio compares the two under the same conditions, where two separate runs of
+    :func:`benchmark` can land in a fast and a slow spell of the machine.
+
+    Args:
+        calls: name → a function of no arguments (one unit of work: an epoch, a step).
+        warmup: untimed calls of each first (``>= 0``), all in turn before any timing.
+        repeat: timed rounds (``>= 1``).
+        pause: seconds to sleep, untimed, before each timed call (``>= 0``): thread
+            pools (OpenBLAS's, PyTorch's, XLA's) keep spinning on the cores for a while
+            after their work ends, which would slow the next function's call.
+
+    Returns:
+        name → :class:`Timing` of its ``repeat`` calls, ``times`` in round order.
+
+    Examples:
+        >>> t = interleave({"a": lambda: 1, "b": lambda: 2}, repeat=3)
+        >>> list(t), len(t["a"].times), len(t["b"].times)
+        (['a', 'b'], 3, 3)
+    """
+    if not calls:
+        raise ValueError("interleave needs at least one function to time")
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1; got {repeat}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be non-negative; got {warmup}")
+    if pause < 0:
+        raise ValueError(f"pause must be non-negative; got {pause}")
+    for _ in range(warmup):
+        for fn in calls.values():
+            jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, fn in calls.items():
+            time.sleep(pause)
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: Timing(min(t), statistics.median(t), max(t), tuple(t))
+        for name, t in times.items()
+    }

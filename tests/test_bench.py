@@ -32,6 +32,10 @@ def test_cli_prints_the_table(capsys):
         assert "torch" not in captured.out and "torch is not installed" in captured.err
     else:
         assert "torch" in captured.out
+    # the fastest JAX variant against the others, round by round (not eager: it ran
+    # on its own, not in the rounds)
+    races = captured.out.split("round by round")[1].splitlines()[1:]
+    assert races and all(" vs " in line and "eager" not in line for line in races)
 
 
 def test_cli_help_and_errors(capsys):
@@ -85,3 +89,54 @@ def test_cli_cnn_table_and_batch_size_table(capsys):
     ]
     with pytest.raises(SystemExit):
         bench.main(["--model", "cnn", "--synthetic", "64", "--steps", "9"])
+
+
+def test_row_is_the_median_of_its_runs_and_needs_one():
+    row = bench.Row("scan", (0.3, 0.1, 0.2, 0.9), 1.5)
+    assert row.seconds == pytest.approx(0.25) and row.epochs == 4
+    with pytest.raises(ValueError, match="scan: a row needs at least one timed run"):
+        bench.Row("scan", (), 1.5)
+
+
+def test_race_pairs_the_rounds():
+    rows = [
+        bench.Row("scan", (1.0, 2.0, 1.0, 1.0), 0.0),
+        bench.Row("numpy", (1.5, 1.0, 1.2, 3.0), 0.0),
+        bench.Row("torch", (2.0, 3.0, 1.1, 1.5), 0.0),
+        bench.Row("slow", (0.5, 1.0, 0.9, 0.2), 0.0),
+    ]
+    mixed = bench.race(rows, "scan", "numpy")
+    # numpy's time over scan's, round by round: one round lost (the second)
+    assert mixed.ratios == pytest.approx((1.5, 0.5, 1.2, 3.0))
+    assert mixed.wins == 3 and mixed.median == pytest.approx(1.35)
+    assert mixed.verdict() == "ahead in 3 of 4 rounds"
+    assert str(mixed) == "scan vs numpy: 1.35× (0.50–3.00), ahead in 3 of 4 rounds"
+    assert bench.race(rows, "scan", "torch").verdict() == "ahead in all 4 rounds"
+    assert bench.race(rows, "scan", "slow").verdict() == "behind in all 4 rounds"
+    # medians alone would call scan ahead of numpy (1.0 vs 1.35): the rounds say how
+    # often it was
+    one = [bench.Row("a", (1.0,), 0.0), bench.Row("b", (2.0,), 0.0)]
+    assert bench.race(one, "a", "b").verdict() == "ahead in the one round"
+    assert bench.race(one, "b", "a").verdict() == "behind in the one round"
+    lines = bench.format_races(rows, "scan", ["numpy", "torch.compile", "torch"])
+    assert lines.splitlines() == [
+        str(bench.race(rows, "scan", "numpy")),
+        str(bench.race(rows, "scan", "torch")),
+    ]  # a variant without a row (torch.compile not run) is left out
+
+
+def test_race_refuses_rows_that_are_not_pairs():
+    rows = [bench.Row("eager", (9.0,), 0.0), bench.Row("scan", (1.0, 1.1), 0.0)]
+    with pytest.raises(
+        ValueError, match=r"no row for 'jit'; rows: \['eager', 'scan'\]"
+    ):
+        bench.race(rows, "scan", "jit")
+    with pytest.raises(ValueError, match="not timed in the same rounds"):
+        bench.race(rows, "scan", "eager")
+
+
+def test_table_shows_each_variants_spread():
+    rows = [bench.Row("eager", (4.0,), 2.3), bench.Row("scan", (0.3, 0.1, 0.2), 0.5)]
+    lines = bench.format_table(rows, floor_seconds=0.05).splitlines()
+    assert "spread (min–max)" in lines[0]
+    assert lines[2].split()[:5] == ["scan", "0.200", "0.100–0.300", "20.0×", "4.00×"]

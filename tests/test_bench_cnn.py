@@ -32,7 +32,9 @@ def test_every_variant_trains_the_same_network():
     rows = bench_cnn.run_cnn(x, y, batch_size=16, steps=3, repeat=1, variants=variants)
     assert [r.variant for r in rows] == variants
     np.testing.assert_allclose([r.loss for r in rows], rows[0].loss, rtol=1e-4)
-    assert all(r.seconds > 0 for r in rows)
+    assert all(r.seconds > 0 and r.epochs == 1 for r in rows)
+    two = bench_cnn.run_cnn(x, y, batch_size=16, steps=2, repeat=2, variants=["fit"])
+    assert len(two[0].times) == 2
 
 
 def test_bad_arguments_are_named():

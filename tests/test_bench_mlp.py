@@ -3,7 +3,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from companion import bench_mlp
+from companion import bench, bench_mlp
 
 
 def data(n=256, seed=0):
@@ -42,6 +42,16 @@ def test_variants_train_the_same_model():
     assert [r.variant for r in rows] == variants
     np.testing.assert_allclose([r.loss for r in rows], rows[0].loss, rtol=1e-4)
     assert all(r.seconds > 0 and r.epochs == 1 for r in rows)
+
+
+def test_eager_runs_alone_and_the_others_in_paired_rounds():
+    x, y = data(128)
+    rows = bench_mlp.run(
+        x, y, epochs=3, eager_epochs=1, variants=("eager", "jit", "scan", "numpy")
+    )
+    assert [r.epochs for r in rows] == [1, 3, 3, 3]
+    assert all(r.seconds == sorted(r.times)[len(r.times) // 2] for r in rows)
+    assert len(bench.race(rows, "scan", "numpy").ratios) == 3
 
 
 def test_scaling_times_each_batch_size():

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from companion.timing import Timing, benchmark, compile_time
+from companion.timing import Timing, benchmark, compile_time, interleave
 
 
 def test_benchmark_is_well_formed_for_a_jitted_function():
@@ -71,3 +71,71 @@ def test_every_timed_call_waits_for_its_own_result(monkeypatch):
     benchmark(fn, jnp.ones(3), warmup=1, repeat=4)
     assert len(results) == 5 and len(waited) == 5
     assert all(w is r for w, r in zip(waited, results, strict=True))
+
+
+def test_interleave_takes_turns_after_warming_up_each():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    t = interleave(calls, warmup=2, repeat=3)
+    # warm-up: every function twice, in turn; then three rounds of one call each
+    assert order == ["a", "b", "c"] * 5
+    assert list(t) == ["a", "b", "c"]
+    for timing in t.values():
+        assert len(timing.times) == 3 and timing.compile is None
+        assert timing.min == min(timing.times) <= timing.median <= timing.max
+
+
+def test_interleave_pairs_rounds_and_leaves_the_pause_out_of_the_times():
+    rounds = {"fast": [], "slow": []}
+
+    def call(name, seconds):
+        rounds[name].append(len(rounds["fast"]) + len(rounds["slow"]))
+        time.sleep(seconds)
+
+    start = time.perf_counter()
+    t = interleave(
+        {"fast": lambda: call("fast", 0.0), "slow": lambda: call("slow", 0.02)},
+        warmup=0,
+        repeat=4,
+        pause=0.05,
+    )
+    elapsed = time.perf_counter() - start
+    # call k of "fast" came just before call k of "slow": the same round
+    assert rounds == {"fast": [0, 2, 4, 6], "slow": [1, 3, 5, 7]}
+    assert elapsed >= 8 * 0.05  # it paused before each timed call...
+    assert max(t["fast"].times) < 0.05  # ...outside the timer
+    assert min(t["slow"].times) >= 0.02
+
+
+def test_interleave_waits_for_every_result(monkeypatch):
+    results, waited = [], []
+    real_wait = jax.block_until_ready
+
+    def fn():
+        out = jnp.ones(2) * len(results)
+        results.append(out)
+        return out
+
+    def recording_wait(tree):
+        waited.append(tree)
+        return real_wait(tree)
+
+    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
+    interleave({"f": fn}, warmup=1, repeat=2)
+    assert len(results) == 3 and all(
+        w is r for w, r in zip(waited, results, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("calls", "kwargs", "match"),
+    [
+        ({}, {}, "at least one function"),
+        ({"f": int}, {"repeat": 0}, "repeat must be at least 1"),
+        ({"f": int}, {"warmup": -1}, "warmup must be non-negative"),
+        ({"f": int}, {"pause": -0.1}, "pause must be non-negative"),
+    ],
+)
+def test_interleave_bad_arguments(calls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        interleave(calls, **kwargs)

@@ -54,20 +54,28 @@ def test_bad_arguments(kwargs, match):
         benchmark(lambda: None, **kwargs)
 
 
-def test_every_timed_call_waits_for_its_own_result(monkeypatch):
-    results, waited = [], []
+@pytest.fixture
+def waited(monkeypatch):
+    """Every tree passed to ``jax.block_until_ready``, in order (it still waits)."""
+    trees = []
     real_wait = jax.block_until_ready
+
+    def recording_wait(tree):
+        trees.append(tree)
+        return real_wait(tree)
+
+    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
+    return trees
+
+
+def test_every_timed_call_waits_for_its_own_result(waited):
+    results = []
 
     def fn(x):
         out = {"y": x + len(results)}  # a new pytree each call
         results.append(out)
         return out
 
-    def recording_wait(tree):
-        waited.append(tree)
-        return real_wait(tree)
-
-    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
     benchmark(fn, jnp.ones(3), warmup=1, repeat=4)
     assert len(results) == 5 and len(waited) == 5
     assert all(w is r for w, r in zip(waited, results, strict=True))
@@ -107,20 +115,14 @@ def test_interleave_pairs_rounds_and_leaves_the_pause_out_of_the_times():
     assert min(t["slow"].times) >= 0.02
 
 
-def test_interleave_waits_for_every_result(monkeypatch):
-    results, waited = [], []
-    real_wait = jax.block_until_ready
+def test_interleave_waits_for_every_result(waited):
+    results = []
 
     def fn():
         out = jnp.ones(2) * len(results)
         results.append(out)
         return out
 
-    def recording_wait(tree):
-        waited.append(tree)
-        return real_wait(tree)
-
-    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
     interleave({"f": fn}, warmup=1, repeat=2)
     assert len(results) == 3 and all(
         w is r for w, r in zip(waited, results, strict=True)

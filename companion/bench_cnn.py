@@ -83,7 +83,8 @@ def run_cnn(
 
     Every run trains on the same first ``steps`` batches, so after the same number of
     runs every variant has taken the same steps from the same weights: the ``loss``
-    column agrees to float32 rounding. The torch variants are skipped, with a note on
+    column agrees to float32 rounding, compounded over the runs (a few percent after a
+    few hundred steps). The torch variants are skipped, with a note on
     stderr, if torch is not installed.
     """
     unknown = set(variants) - set(CNN_VARIANTS)

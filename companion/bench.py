@@ -45,7 +45,8 @@ __all__ = [
 
 
 # Seconds of rest before each timed run: the previous variant's thread pools (OpenBLAS,
-# PyTorch's OpenMP, XLA's) spin on the cores for a while after their work ends.
+# PyTorch's OpenMP, XLA's) can keep the cores busy for a while after their work ends
+# (measured: a JAX epoch right after a numpy epoch ran slower than alone).
 PAUSE = 0.1
 
 
@@ -97,8 +98,13 @@ class Race:
     other: str
     ratios: tuple[float, ...]  # other's seconds / variant's, per round: > 1 is ahead
 
+    def __post_init__(self):
+        if not self.ratios:
+            raise ValueError(f"{self.variant} vs {self.other}: a race needs a round")
+
     @property
     def median(self) -> float:
+        """The median of the rounds' ratios."""
         return statistics.median(self.ratios)
 
     @property

@@ -118,7 +118,7 @@ def interleave(
         warmup: untimed calls of each first (``>= 0``), all in turn before any timing.
         repeat: timed rounds (``>= 1``).
         pause: seconds to sleep, untimed, before each timed call (``>= 0``): thread
-            pools (OpenBLAS's, PyTorch's, XLA's) keep spinning on the cores for a while
+            pools (OpenBLAS's, PyTorch's, XLA's) can keep the cores busy for a while
             after their work ends, which would slow the next function's call.
 
     Returns:

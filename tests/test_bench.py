@@ -133,6 +133,8 @@ def test_race_refuses_rows_that_are_not_pairs():
         bench.race(rows, "scan", "jit")
     with pytest.raises(ValueError, match="not timed in the same rounds"):
         bench.race(rows, "scan", "eager")
+    with pytest.raises(ValueError, match="scan vs jit: a race needs a round"):
+        bench.Race("scan", "jit", ())
 
 
 def test_table_shows_each_variants_spread():

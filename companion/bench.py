@@ -23,12 +23,14 @@ import logging
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from companion.timing import Timing
 
 __all__ = [
     "PAUSE",
@@ -129,23 +131,40 @@ class Race:
         )
 
 
-def race(rows: Sequence[Row], variant: str, other: str) -> Race:
+def race(
+    rows: Sequence[Row] | Mapping[str, Sequence[float] | Timing],
+    variant: str,
+    other: str,
+) -> Race:
     """``variant`` against ``other`` in every round both were timed in: ``other``'s
     seconds over ``variant``'s, round by round (``> 1``: ``variant`` was faster).
 
     A ratio of medians can hide that the lead changed hands from round to round; the
     paired ratios show whether it survives the machine's noise.
 
+    Args:
+        rows: the table's rows, or each variant's seconds by name: a sequence of runs
+            in round order, or the :class:`companion.timing.Timing` that
+            :func:`companion.timing.interleave` returns.
+        variant, other: the two names.
+
     Examples:
         >>> rows = [Row("a", (1.0, 2.0, 1.0), 0.0), Row("b", (1.5, 1.8, 1.2), 0.0)]
         >>> str(race(rows, "a", "b"))
         'a vs b: 1.20× (0.90–1.50), ahead in 2 of 3 rounds'
+        >>> race({"a": [2.0, 2.0], "b": [1.0, 3.0]}, "a", "b").ratios
+        (0.5, 1.5)
     """
-    by_name = {r.variant: r for r in rows}
+    if isinstance(rows, Mapping):
+        by_name = {
+            k: tuple(t.times if isinstance(t, Timing) else t) for k, t in rows.items()
+        }
+    else:
+        by_name = {r.variant: r.times for r in rows}
     for name in (variant, other):
         if name not in by_name:
             raise ValueError(f"no row for {name!r}; rows: {list(by_name)}")
-    a, b = by_name[variant].times, by_name[other].times
+    a, b = by_name[variant], by_name[other]
     if len(a) != len(b):
         raise ValueError(
             f"{variant} and {other} were not timed in the same rounds "

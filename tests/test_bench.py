@@ -3,6 +3,7 @@ import importlib.util
 import pytest
 
 from companion import bench
+from companion.timing import Timing
 
 
 def test_cli_prints_the_table(capsys):
@@ -123,6 +124,26 @@ def test_race_pairs_the_rounds():
         str(bench.race(rows, "scan", "numpy")),
         str(bench.race(rows, "scan", "torch")),
     ]  # a variant without a row (torch.compile not run) is left out
+
+
+def test_race_takes_times_by_name_as_interleave_returns_them():
+    # the same rounds as rows, as plain sequences and as interleave's Timings
+    times = {"scan": [1.0, 2.0, 1.0, 1.0], "numpy": (1.5, 1.0, 1.2, 3.0)}
+    as_rows = [bench.Row(n, tuple(t), 0.0) for n, t in times.items()]
+    expected = bench.race(as_rows, "scan", "numpy")
+    assert bench.race(times, "scan", "numpy") == expected
+    timed = {
+        n: Timing(min(t), sorted(t)[1], max(t), tuple(t)) for n, t in times.items()
+    }
+    assert bench.race(timed, "scan", "numpy") == expected
+    assert bench.race(timed, "numpy", "scan").ratios == pytest.approx(
+        (1 / 1.5, 2.0, 1 / 1.2, 1 / 3.0)
+    )
+    refused = r"no row for 'jit'; rows: \['scan', 'numpy'\]"
+    with pytest.raises(ValueError, match=refused):
+        bench.race(times, "scan", "jit")
+    with pytest.raises(ValueError, match="not timed in the same rounds"):
+        bench.race({"scan": [1.0], "numpy": [1.0, 2.0]}, "scan", "numpy")
 
 
 def test_race_refuses_rows_that_are_not_pairs():

@@ -156,9 +156,7 @@ def race(
         (0.5, 1.5)
     """
     if isinstance(rows, Mapping):
-        by_name = {
-            k: tuple(t.times if isinstance(t, Timing) else t) for k, t in rows.items()
-        }
+        by_name = {k: _seconds(k, t) for k, t in rows.items()}
     else:
         by_name = {r.variant: r.times for r in rows}
     for name in (variant, other):
@@ -171,6 +169,23 @@ def race(
             f"({len(a)} and {len(b)} runs)"
         )
     return Race(variant, other, tuple(tb / ta for ta, tb in zip(a, b, strict=True)))
+
+
+def _seconds(name: str, times) -> tuple[float, ...]:
+    """A variant's seconds per round from a ``Timing`` or a 1-D sequence of numbers
+    (``TypeError`` naming the variant otherwise)."""
+    if isinstance(times, Timing):
+        return times.times
+    try:
+        seconds = np.asarray(times, dtype=float)
+    except (TypeError, ValueError):
+        seconds = None
+    if isinstance(times, str) or seconds is None or seconds.ndim != 1:
+        raise TypeError(
+            f"{name!r}: expected its seconds per round (a sequence of numbers or a "
+            f"Timing); got {times!r}"
+        )
+    return tuple(seconds.tolist())
 
 
 def import_torch(variant: str):

@@ -144,6 +144,9 @@ def test_race_takes_times_by_name_as_interleave_returns_them():
         bench.race(times, "scan", "jit")
     with pytest.raises(ValueError, match="not timed in the same rounds"):
         bench.race({"scan": [1.0], "numpy": [1.0, 2.0]}, "scan", "numpy")
+    for bad in (1.0, "1.0", [[1.0, 2.0]], ["fast", "slow"]):
+        with pytest.raises(TypeError, match="'numpy': expected its seconds per round"):
+            bench.race({"scan": [1.0], "numpy": bad}, "scan", "numpy")
 
 
 def test_race_refuses_rows_that_are_not_pairs():

@@ -25,8 +25,8 @@ Small flat modules, one concept each (see the book's introduction for the chapte
   sizes (chapter 5)
 - :mod:`companion.bench` — ``python -m companion.bench``: the benchmark tables (chapters
   5, 6)
-- :mod:`companion.conv` — convolution as patches × matrix, pooling as a reshape
-  (chapter 6)
+- :mod:`companion.conv` — convolution by Winograd's products or patches × matrix,
+  pooling as a reshape (chapter 6)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
 - :mod:`companion.optim` — an optimizer config, its optax transformation and
   ``nnx.Optimizer`` (chapter 6)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion.timing import Timing
+from companion.timing import Timing, gc_paused
 
 __all__ = [
     "PAUSE",
@@ -60,10 +60,11 @@ def matmul_throughput(size: int = 1024, repeat: int = 5) -> float:
     f = jax.jit(lambda m: m @ m)
     jax.block_until_ready(f(a))
     best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        jax.block_until_ready(f(a))
-        best = min(best, time.perf_counter() - start)
+    with gc_paused():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            jax.block_until_ready(f(a))
+            best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
@@ -99,10 +100,18 @@ class Race:
     variant: str
     other: str
     ratios: tuple[float, ...]  # other's seconds / variant's, per round: > 1 is ahead
+    # other's fastest run / variant's fastest run: a slow spell of the machine can
+    # only add time, so the fastest runs are the least disturbed pair (> 1 is ahead)
+    best: float
 
     def __post_init__(self):
         if not self.ratios:
             raise ValueError(f"{self.variant} vs {self.other}: a race needs a round")
+        if not self.best > 0:
+            raise ValueError(
+                f"{self.variant} vs {self.other}: the best runs' ratio must be a "
+                f"positive number; got {self.best}"
+            )
 
     @property
     def median(self) -> float:
@@ -127,7 +136,8 @@ class Race:
     def __str__(self) -> str:
         return (
             f"{self.variant} vs {self.other}: {self.median:.2f}× "
-            f"({min(self.ratios):.2f}–{max(self.ratios):.2f}), {self.verdict()}"
+            f"({min(self.ratios):.2f}–{max(self.ratios):.2f}), {self.verdict()}; "
+            f"best runs {self.best:.2f}×"
         )
 
 
@@ -151,7 +161,7 @@ def race(
     Examples:
         >>> rows = [Row("a", (1.0, 2.0, 1.0), 0.0), Row("b", (1.5, 1.8, 1.2), 0.0)]
         >>> str(race(rows, "a", "b"))
-        'a vs b: 1.20× (0.90–1.50), ahead in 2 of 3 rounds'
+        'a vs b: 1.20× (0.90–1.50), ahead in 2 of 3 rounds; best runs 1.20×'
         >>> race({"a": [2.0, 2.0], "b": [1.0, 3.0]}, "a", "b").ratios
         (0.5, 1.5)
     """
@@ -168,7 +178,8 @@ def race(
             f"{variant} and {other} were not timed in the same rounds "
             f"({len(a)} and {len(b)} runs)"
         )
-    return Race(variant, other, tuple(tb / ta for ta, tb in zip(a, b, strict=True)))
+    ratios = tuple(tb / ta for ta, tb in zip(a, b, strict=True))
+    return Race(variant, other, ratios, min(b) / min(a))
 
 
 def _seconds(name: str, times) -> tuple[float, ...]:

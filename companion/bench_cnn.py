@@ -4,9 +4,12 @@ of the book's CNN (chapter 6) trained with Adam, the companion's way and its pee
 Variants, all from the same initial weights on the same batches:
 
 - ``fit``: :func:`companion.nnx_training.fit`, the companion's fast path (many steps
-  per compiled call, convolutions as patches × matrix, NaN guard included);
+  per compiled call, the second convolution by Winograd's products, NaN guard
+  included);
 - ``nnx.jit``: the four-line :func:`companion.nnx_steps.train_step` under ``nnx.jit``,
   one call per step;
+- ``fit-patches``: ``fit`` with the second convolution as patches × matrix
+  (``CNN(conv="patches")``), to show what Winograd's products are worth;
 - ``fit-lax`` and ``nnx.jit-lax``: the same two with the textbook layers (``nnx.Conv``,
   i.e. ``lax.conv``; ``CNN(conv="lax")``), to show what the patches are worth;
 - ``torch`` and ``torch.compile``: the same network and update in PyTorch
@@ -39,7 +42,15 @@ from companion.torch_bridge import cnn_to_torch
 
 __all__ = ["CNN_VARIANTS", "cnn_step_flops", "run_cnn"]
 
-CNN_VARIANTS = ("fit", "nnx.jit", "fit-lax", "nnx.jit-lax", "torch", "torch.compile")
+CNN_VARIANTS = (
+    "fit",
+    "nnx.jit",
+    "fit-patches",
+    "fit-lax",
+    "nnx.jit-lax",
+    "torch",
+    "torch.compile",
+)
 
 
 def cnn_step_flops(batch_size: int) -> int:
@@ -113,7 +124,7 @@ def run_cnn(
             torch = import_torch(variant)
             if torch is None:
                 continue
-            twin = cnn_to_torch(_cnn(init, "patches"))
+            twin = cnn_to_torch(_cnn(init, "winograd"))
             opt = torch.optim.Adam(twin.parameters(), lr=lr)
             model = torch.compile(twin) if variant == "torch.compile" else twin
             x_t, y_t = torch.from_numpy(x[:n]), torch.from_numpy(y[:n].astype(np.int64))
@@ -122,7 +133,8 @@ def run_cnn(
                 return torch_epoch(model, x_t, y_t, lr, batch_size, optimizer=opt)
 
         else:
-            model = _cnn(init, "lax" if variant.endswith("-lax") else "patches")
+            form = variant.partition("-")[2] or "winograd"  # fit-lax: "lax"
+            model = _cnn(init, form)
             opt = optim.make_optimizer(model, optax.adam(lr))
             run = (_fit_run if variant.startswith("fit") else _nnx_jit_run)(
                 model, opt, x_dev, y_dev, batch_size

@@ -9,6 +9,7 @@ together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +17,11 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from companion import mlp
-from companion.conv import PatchConv, avg_pool
+from companion.conv import FastConv, avg_pool
 
-__all__ = ["CNN", "MLP"]
+__all__ = ["CNN", "CONV_FORMS", "MLP"]
+
+CONV_FORMS = ("winograd", "patches", "lax")  # what CNN(conv=...) takes
 
 
 class MLP(nnx.Module):
@@ -114,11 +117,12 @@ class CNN(nnx.Module):
     average pooling, then dense 256 and dense 10.
 
     Takes images as ``(B, 28, 28, 1)`` or flat ``(B, 784)``; returns logits ``(B, 10)``.
-    The convolutions are :class:`companion.conv.PatchConv`: ``nnx.Conv`` layers
-    (kernels ``(3, 3, C_in, C_out)``, HWIO) computed as patches × matrix, the first as
-    shifted taps (what XLA:CPU runs fast inside a loop: chapter 6); pooling is
-    :func:`companion.conv.avg_pool`.
-    ``conv="lax"`` builds the textbook version instead (``nnx.Conv``, ``lax.conv`` and
+    The convolutions are :class:`companion.conv.FastConv`: ``nnx.Conv`` layers
+    (kernels ``(3, 3, C_in, C_out)``, HWIO) computed the way XLA:CPU runs fast inside a
+    loop (chapter 6): the second by Winograd's F(2×2, 3×3) products, the first (one
+    channel in) as shifted taps; pooling is :func:`companion.conv.avg_pool`.
+    ``conv="patches"`` computes the second as patches × matrix instead, and
+    ``conv="lax"`` builds the textbook version (``nnx.Conv``, ``lax.conv`` and
     ``nnx.avg_pool``): the same parameters and the same function, for comparison.
 
     Examples:
@@ -132,13 +136,16 @@ class CNN(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
-        conv: str = "patches",
+        conv: str = "winograd",
     ):
-        if conv not in ("patches", "lax"):
-            raise ValueError(f'conv must be "patches" or "lax"; got {conv!r}')
+        if conv not in CONV_FORMS:
+            raise ValueError(f"conv must be one of {CONV_FORMS}; got {conv!r}")
         self.conv = conv
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        layer = PatchConv if conv == "patches" else nnx.Conv
+        if conv == "lax":
+            layer = nnx.Conv
+        else:
+            layer = partial(FastConv, winograd=conv == "winograd")
         self.conv1 = layer(1, 32, (3, 3), **kw)  # (B, 28, 28, 32)
         self.conv2 = layer(32, 64, (3, 3), **kw)  # (B, 14, 14, 64)
         self.dense1 = nnx.Linear(7 * 7 * 64, 256, **kw)
@@ -158,7 +165,7 @@ class CNN(nnx.Module):
                 f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}"
             )
         x = x.reshape(-1, 28, 28, 1)
-        if self.conv == "patches":
+        if self.conv != "lax":
             pool = avg_pool
         else:
 

@@ -26,7 +26,7 @@ from jax.typing import ArrayLike
 
 from companion import cpu
 from companion.batching import check_dataset, full_batches, shuffle
-from companion.conv import PatchConv
+from companion.conv import FastConv
 from companion.loop import (
     EpochStats,
     History,
@@ -72,7 +72,7 @@ def loops_well(model: nnx.Module) -> bool:
     """Whether many steps of ``model`` can run in one ``lax.scan`` at full speed.
 
     False on the CPU backend for a model holding an ``nnx.Conv`` (or ``ConvTranspose``)
-    other than :class:`companion.conv.PatchConv`: inside a loop, XLA:CPU computes
+    other than :class:`companion.conv.FastConv`: inside a loop, XLA:CPU computes
     ``lax.conv``'s kernel gradient in a layout its fast convolution does not take, and
     falls back to a generic loop (chapter 6 measured a CNN step ≈ 10× slower).
     """
@@ -80,7 +80,7 @@ def loops_well(model: nnx.Module) -> bool:
         return True
     return not any(
         isinstance(node, (nnx.Conv, nnx.ConvTranspose))
-        and not isinstance(node, PatchConv)
+        and not isinstance(node, FastConv)
         for _, node in nnx.iter_graph(model)
     )
 

@@ -5,19 +5,25 @@ timer around a call without ``block_until_ready`` measures dispatch, not computa
 And the first call of a jitted function includes tracing and compilation, which later
 calls skip. And a machine's speed drifts (other work, heat, memory): to compare
 several functions, :func:`interleave` times them in turns, one call each per round, so
-a slow spell slows every one of them, not just the one timed during it.
+a slow spell slows every one of them, not just the one timed during it. And Python's
+cyclic garbage collector runs when allocations pile up, at a moment no timer chooses:
+in a long-running notebook, a collection can take longer than the call it lands in.
+Both timers collect first and keep it off while they time (:func:`gc_paused`), as
+``timeit`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import jax
 
-__all__ = ["Timing", "benchmark", "compile_time", "interleave"]
+__all__ = ["Timing", "benchmark", "compile_time", "gc_paused", "interleave"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,35 @@ def compile_time(fn: Callable, *args, **kwargs) -> float | None:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collect garbage now, then keep Python's cyclic garbage collector off until the
+    block ends (back on if it was on): the timed calls inside pay for no collection
+    that earlier work made due.
+
+    Examples:
+        >>> with gc_paused():
+        ...     gc.isenabled()
+        False
+    """
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def benchmark(
     fn: Callable, *args, warmup: int = 1, repeat: int = 5, **kwargs
 ) -> Timing:
     """Time ``repeat`` calls of ``fn(*args, **kwargs)`` after ``warmup`` untimed ones.
 
     Each call waits for its result with ``jax.block_until_ready`` on whatever pytree
-    ``fn`` returns, so the time is the computation's, not its dispatch. For a jitted
+    ``fn`` returns, so the time is the computation's, not its dispatch; the garbage
+    collector is off while the timed calls run (:func:`gc_paused`). For a jitted
     ``fn`` the compile time is measured separately (see :func:`compile_time`) and
     reported in ``Timing.compile``.
 
@@ -89,10 +117,11 @@ def benchmark(
     for _ in range(warmup):
         jax.block_until_ready(fn(*args, **kwargs))
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args, **kwargs))
-        times.append(time.perf_counter() - start)
+    with gc_paused():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args, **kwargs))
+            times.append(time.perf_counter() - start)
     return Timing(
         min(times), statistics.median(times), max(times), tuple(times), compiled
     )
@@ -108,7 +137,8 @@ def interleave(
     """Time several functions in turns: after ``warmup`` untimed calls of each,
     ``repeat`` rounds of one timed call of each, in the order given.
 
-    Every call waits for its result (``jax.block_until_ready``). Round ``i`` of every
+    Every call waits for its result (``jax.block_until_ready``); the garbage collector
+    is off while the rounds run (:func:`gc_paused`). Round ``i`` of every
     function ran at about the same time, so ``times[i]`` of two of them are a *pair*:
     their ratio compares the two under the same conditions, where two separate runs of
     :func:`benchmark` can land in a fast and a slow spell of the machine.
@@ -141,12 +171,13 @@ def interleave(
         for fn in calls.values():
             jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, fn in calls.items():
-            time.sleep(pause)
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
+    with gc_paused():
+        for _ in range(repeat):
+            for name, fn in calls.items():
+                time.sleep(pause)
+                start = time.perf_counter()
+                jax.block_until_ready(fn())
+                times[name].append(time.perf_counter() - start)
     return {
         name: Timing(min(t), statistics.median(t), max(t), tuple(t))
         for name, t in times.items()

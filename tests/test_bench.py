@@ -111,7 +111,14 @@ def test_race_pairs_the_rounds():
     assert mixed.ratios == pytest.approx((1.5, 0.5, 1.2, 3.0))
     assert mixed.wins == 3 and mixed.median == pytest.approx(1.35)
     assert mixed.verdict() == "ahead in 3 of 4 rounds"
-    assert str(mixed) == "scan vs numpy: 1.35× (0.50–3.00), ahead in 3 of 4 rounds"
+    assert str(mixed) == (
+        "scan vs numpy: 1.35× (0.50–3.00), ahead in 3 of 4 rounds; best runs 1.00×"
+    )
+    # the fastest run of each (1.0 and 1.0): the pair a slow spell disturbed least
+    assert mixed.best == pytest.approx(1.0)
+    assert bench.race(rows, "scan", "torch").best == pytest.approx(1.1)
+    assert bench.race(rows, "scan", "slow").best == pytest.approx(0.2)
+    assert bench.race(rows, "slow", "scan").best == pytest.approx(5.0)
     assert bench.race(rows, "scan", "torch").verdict() == "ahead in all 4 rounds"
     assert bench.race(rows, "scan", "slow").verdict() == "behind in all 4 rounds"
     # medians alone would call scan ahead of numpy (1.0 vs 1.35): the rounds say how
@@ -158,7 +165,10 @@ def test_race_refuses_rows_that_are_not_pairs():
     with pytest.raises(ValueError, match="not timed in the same rounds"):
         bench.race(rows, "scan", "eager")
     with pytest.raises(ValueError, match="scan vs jit: a race needs a round"):
-        bench.Race("scan", "jit", ())
+        bench.Race("scan", "jit", (), 1.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="best runs' ratio must be a positive"):
+            bench.Race("scan", "jit", (1.0,), bad)
 
 
 def test_table_shows_each_variants_spread():

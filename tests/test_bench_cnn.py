@@ -20,13 +20,14 @@ def test_cnn_step_flops_from_the_models_own_shapes():
 
 
 def test_every_variant_trains_the_same_network():
-    # 3 Adam steps from the same weights on the same batches, in NNX (patches and
-    # lax.conv, fit and nnx.jit) and in PyTorch: the same losses to float32 rounding.
-    # A wrong layout in the torch twin, or a variant on other batches, breaks this.
+    # 3 Adam steps from the same weights on the same batches, in NNX (Winograd,
+    # patches and lax.conv; fit and nnx.jit) and in PyTorch: the same losses to float32
+    # rounding. A wrong layout in the torch twin, or a variant on other batches, breaks
+    # this.
     rng = np.random.default_rng(0)
     x = rng.random((200, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 200).astype(np.int32)
-    variants = ["fit", "nnx.jit", "fit-lax", "nnx.jit-lax"]
+    variants = ["fit", "nnx.jit", "fit-patches", "fit-lax", "nnx.jit-lax"]
     if importlib.util.find_spec("torch") is not None:
         variants.append("torch")
     rows = bench_cnn.run_cnn(x, y, batch_size=16, steps=3, repeat=1, variants=variants)

@@ -100,13 +100,18 @@ def test_bfloat16_compute_keeps_float32_parameters():
     )
 
 
-def test_cnn_lax_and_patches_versions_compute_the_same_function():
-    fast, lax_ = CNN(rngs=nnx.Rngs(4)), CNN(rngs=nnx.Rngs(4), conv="lax")
+def test_cnn_conv_forms_compute_the_same_function():
+    lax_ = CNN(rngs=nnx.Rngs(4), conv="lax")
     assert isinstance(lax_.conv1, nnx.Conv) and type(lax_.conv1) is nnx.Conv
-    a, b = nnx.state(fast, nnx.Param), nnx.state(lax_, nnx.Param)
-    assert jax.tree.structure(a) == jax.tree.structure(b)  # the same parameters
     x = jax.random.uniform(jax.random.key(0), (3, 784))
-    # float32 sums in a different order: agreement to rounding, far below the logits
-    np.testing.assert_allclose(fast(x), lax_(x), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match='conv must be "patches" or "lax"'):
+    for form in ("winograd", "patches"):
+        fast = CNN(rngs=nnx.Rngs(4), conv=form)
+        assert fast.conv2.winograd == (form == "winograd")
+        a, b = nnx.state(fast, nnx.Param), nnx.state(lax_, nnx.Param)
+        assert jax.tree.structure(a) == jax.tree.structure(b)  # the same parameters
+        # float32 sums in a different order: agreement to rounding, far below the
+        # logits
+        np.testing.assert_allclose(fast(x), lax_(x), rtol=1e-4, atol=1e-5)
+    assert CNN(rngs=nnx.Rngs(0)).conv == "winograd"  # the default
+    with pytest.raises(ValueError, match=r"conv must be one of .*'winograd'.*'fft'"):
         CNN(rngs=nnx.Rngs(0), conv="fft")

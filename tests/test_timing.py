@@ -1,10 +1,11 @@
+import gc
 import time
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from companion.timing import Timing, benchmark, compile_time, interleave
+from companion.timing import Timing, benchmark, compile_time, gc_paused, interleave
 
 
 def test_benchmark_is_well_formed_for_a_jitted_function():
@@ -141,3 +142,57 @@ def test_interleave_waits_for_every_result(waited):
 def test_interleave_bad_arguments(calls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         interleave(calls, **kwargs)
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_garbage_collector_is_off_while_timing_and_restored_after(enabled_before):
+    # A collection inside a timed call would time Python's housekeeping, not the call:
+    # every timed call runs with the collector off; warm-up may run with it on; after
+    # the timers (and after a call that raises) it is as it was.
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        seen = []
+
+        def record():
+            seen.append(gc.isenabled())
+
+        benchmark(record, warmup=0, repeat=3)
+        assert seen == [False, False, False]
+        assert gc.isenabled() is enabled_before
+        seen.clear()
+        interleave({"a": record, "b": record}, warmup=0, repeat=2)
+        assert seen == [False] * 4
+        assert gc.isenabled() is enabled_before
+
+        def fail():
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            interleave({"fail": fail}, warmup=0, repeat=1)
+        assert gc.isenabled() is enabled_before
+        with gc_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+
+
+def test_gc_paused_collects_what_is_already_garbage_first():
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+    ref = weakref.ref(a)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del a, b
+        assert ref() is not None
+        with gc_paused():
+            assert ref() is None
+    finally:
+        if was:
+            gc.enable()

@@ -189,7 +189,7 @@ def nnx_models():
     return nnx_models
 
 
-@pytest.mark.parametrize("conv", ["patches", "lax"])
+@pytest.mark.parametrize("conv", ["winograd", "patches", "lax"])
 def test_cnn_to_torch_same_logits_and_gradients(conv):
     # HWIO vs OIHW kernels, (h, w, c) vs (c, h, w) flattening: a missed transpose or
     # reordering changes the logits far beyond float32 rounding
@@ -219,7 +219,7 @@ def test_cnn_to_torch_same_logits_and_gradients(conv):
         np.testing.assert_allclose(t, o, rtol=1e-3, atol=2e-5)
 
 
-@pytest.mark.parametrize("conv", ["patches", "lax"])
+@pytest.mark.parametrize("conv", ["winograd", "patches", "lax"])
 def test_cnn_from_a_torch_initialised_module_and_back(conv):
     torch.manual_seed(1)
     module = torch_bridge.new_torch_cnn()

@@ -113,3 +113,28 @@ def test_the_check_finds_a_typed_number(tmp_path):
         "> the original reached 98.1%\n"
     )
     assert [n for n, _ in typed_numbers(md)] == ["97.3"]
+
+
+def unshown_glue(md: Path) -> set[str]:
+    """Names glued under a literal name in the code that no ``{glue:text}`` shows: a
+    number computed for the prose and never read (names built in a loop, f-strings,
+    are not checked)."""
+    text = md.read_text()
+    glued = set(re.findall(r"\bglue\(\s*\"(\w+)\"", text))
+    shown = set(re.findall(r"\{glue(?::\w+)?\}`(\w+)", text))
+    return glued - shown
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[md.stem for md in CHAPTERS])
+def test_every_glued_name_is_shown(md):
+    assert not unshown_glue(md), f"glued but never shown: {sorted(unshown_glue(md))}"
+
+
+def test_the_check_finds_an_unshown_glue(tmp_path):
+    md = tmp_path / "99_probe.md"
+    md.write_text(
+        '```{code-cell} ipython3\nglue("acc", 0.9, display=False)\n'
+        'glue(\n    "loss", 0.1, display=False\n)\nglue(f"t_{v}", 1.0)\n```\n\n'
+        "Accuracy {glue:text}`acc:.1f`.\n"
+    )
+    assert unshown_glue(md) == {"loss"}

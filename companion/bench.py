@@ -76,7 +76,7 @@ class Row:
     # seconds per epoch of each timed run, in round order (variants timed in turns by
     # companion.timing.interleave: run i of every variant is one round, a pair)
     times: tuple[float, ...]
-    loss: float  # mean training loss of the last timed run
+    loss: float  # mean training loss of one run, the same run of every variant
 
     def __post_init__(self):
         if not self.times:

@@ -92,11 +92,12 @@ def run_cnn(
     (:func:`companion.timing.interleave`); a list of :class:`companion.bench.Row` in
     seconds per epoch of ``(x, y)``.
 
-    Every run trains on the same first ``steps`` batches, so after the same number of
-    runs every variant has taken the same steps from the same weights: the ``loss``
-    column agrees to float32 rounding, compounded over the runs (a few percent after a
-    few hundred steps). The torch variants are skipped, with a note on
-    stderr, if torch is not installed.
+    Every run trains on the same first ``steps`` batches from where the last left off.
+    The ``loss`` column is each variant's first (warm-up) run's mean loss: the same
+    ``steps`` steps from the same weights, so it agrees to float32 rounding across the
+    variants (a check that they compute the same thing; later runs drift apart as the
+    roundings compound over hundreds of Adam steps). The torch variants are skipped,
+    with a note on stderr, if torch is not installed.
     """
     unknown = set(variants) - set(CNN_VARIANTS)
     if unknown:
@@ -151,7 +152,10 @@ def run_cnn(
     )
     per_step = per_epoch / steps  # seconds per run → seconds per epoch
     return [
-        Row(v, tuple(t * per_step for t in timed[v].times), losses[v][-1])
+        # the warm-up run's loss: every variant's first steps from the same weights, so
+        # the losses agree to float32 rounding; later runs drift apart, as rounding
+        # differences compound over hundreds of Adam steps
+        Row(v, tuple(t * per_step for t in timed[v].times), losses[v][0])
         for v in calls
     ]
 

@@ -36,6 +36,9 @@ def test_every_variant_trains_the_same_network():
     assert all(r.seconds > 0 and r.epochs == 1 for r in rows)
     two = bench_cnn.run_cnn(x, y, batch_size=16, steps=2, repeat=2, variants=["fit"])
     assert len(two[0].times) == 2
+    # the loss is the first (warm-up) run's, the same whatever the rounds that follow
+    one = bench_cnn.run_cnn(x, y, batch_size=16, steps=2, repeat=1, variants=["fit"])
+    np.testing.assert_allclose(two[0].loss, one[0].loss, rtol=1e-6)
 
 
 def test_bad_arguments_are_named():

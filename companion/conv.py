@@ -256,11 +256,12 @@ def winograd_conv(x: ArrayLike, kernel: ArrayLike) -> jax.Array:
         TypeError: integer or boolean inputs (the kernel transform has halves).
 
     Examples:
-        >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
-        >>> winograd_conv(x, jnp.ones((3, 3, 1, 1)))[0, :, :, 0]  # sums of 3×3 windows
-        Array([[ 8., 15., 12.],
-               [21., 36., 27.],
-               [20., 33., 24.]], dtype=float32)
+        >>> x = jnp.ones((1, 4, 4, 2))  # two channels of ones
+        >>> winograd_conv(x, jnp.ones((3, 3, 2, 1)))[0, :, :, 0]  # 2 × taps in the image
+        Array([[ 8., 12., 12.,  8.],
+               [12., 18., 18., 12.],
+               [12., 18., 18., 12.],
+               [ 8., 12., 12.,  8.]], dtype=float32)
     """
     x, kernel = _operands("winograd_conv", x, kernel)
     if not jnp.issubdtype(x.dtype, jnp.inexact):

@@ -311,4 +311,6 @@ def test_default_groups_one_per_core_but_one_for_batch_norm(monkeypatch):
     for model in (MLP([20, 4], rngs=nnx.Rngs(0)), Normed(nnx.Rngs(0))):
         opt = optim.make_optimizer(model, optax.sgd(0.1))
         nnx_training.fit(model, opt, x, y, epochs=1, batch_size=64, progress=False)
-    assert seen == [2, 1]
+    # one group per core on a CPU (two here); one on any other backend; BatchNorm's
+    # statistics are over the whole batch, so one group always
+    assert seen == [2 if jax.default_backend() == "cpu" else 1, 1]

@@ -257,7 +257,7 @@ def winograd_conv(x: ArrayLike, kernel: ArrayLike) -> jax.Array:
 
     Examples:
         >>> x = jnp.ones((1, 4, 4, 2))  # two channels of ones
-        >>> winograd_conv(x, jnp.ones((3, 3, 2, 1)))[0, :, :, 0]  # 2 × taps in the image
+        >>> winograd_conv(x, jnp.ones((3, 3, 2, 1)))[0, :, :, 0]  # 2 × taps inside
         Array([[ 8., 12., 12.,  8.],
                [12., 18., 18., 12.],
                [12., 18., 18., 12.],
@@ -440,11 +440,16 @@ class FastConv(nnx.Conv):
         param_dtype: jnp.dtype = jnp.float32,
         use_bias: bool = True,
     ):
-        kernel_size = tuple(kernel_size)
-        if len(kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in kernel_size):
+        # (nnx.Conv reads a bare int as a 1-D kernel: refused here, not guessed)
+        sizes = tuple(kernel_size) if isinstance(kernel_size, Sequence) else ()
+        if len(sizes) != 2 or any(
+            not isinstance(k, int) or k < 1 or k % 2 == 0 for k in sizes
+        ):
             raise ValueError(
-                f"kernel_size must be two odd positive sizes; got {kernel_size}"
+                "kernel_size must be two odd positive sizes (kh, kw); "
+                f"got {kernel_size!r}"
             )
+        kernel_size = sizes
         super().__init__(
             in_features,
             out_features,

@@ -108,8 +108,9 @@ def test_fast_conv_is_an_nnx_conv_with_the_same_outputs_and_gradients():
     g_fast, g_ref = nnx.grad(loss)(fast), nnx.grad(loss)(ref)
     for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="two odd positive sizes"):
-        FastConv(1, 2, (2, 2), rngs=nnx.Rngs(0))
+    for bad in ((2, 2), 3, (3,), (3, 3, 3), (3.0, 3.0), (-1, 3)):
+        with pytest.raises(ValueError, match=r"two odd positive sizes \(kh, kw\)"):
+            FastConv(1, 2, bad, rngs=nnx.Rngs(0))
     # 3×3: Winograd by default, patches × matrix when asked; nnx.Conv's numbers
     ref = nnx.Conv(3, 5, (3, 3), rngs=nnx.Rngs(1))
     for winograd in (True, False):

@@ -73,9 +73,10 @@ def same_conv(
         kernel: ``(kh, kw, C, O)`` (HWIO, as ``nnx.Conv`` stores it), ``kh`` and ``kw``
             odd.
         bias: ``(O,)`` or ``None``.
-        winograd: compute a 3×3 kernel with more than one channel in by Winograd's
-            F(2×2, 3×3) (:func:`winograd_conv`); ``False``: as patches × matrix. The
-            same numbers to float rounding.
+        winograd: compute a 3×3 kernel with more than one channel in, on floating
+            point inputs, by Winograd's F(2×2, 3×3) (:func:`winograd_conv`);
+            ``False``: as patches × matrix. The same numbers to float rounding.
+            Integer inputs are always computed as patches × matrix (exactly).
 
     Returns:
         ``(B, H, W, O)``, in the dtype the inputs promote to.

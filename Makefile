@@ -29,7 +29,7 @@ help:
 	@echo "make test       lint, build the book, execute every chapter under nbmake, run pytest"
 	@echo "make notebooks  write the chapters as .ipynb into notebooks/ for running locally"
 	@echo "make lock       re-pin constraints.txt from the current .venv (after a tested upgrade)"
-	@echo "make format     format the package, the tests and the chapters' code cells (ruff, 88 columns)"
+	@echo "make format     format the package and the tests (ruff, 88 columns), the chapters' cells (78)"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -72,11 +72,14 @@ _nbmake: $(CHAPTERS) | install
 	  $(BIN)/jupytext --quiet --to ipynb --update-metadata '{"jupytext": null}' -o $@/$$(basename $${md%.md}).ipynb $$md; \
 	done
 
-# The chapters' cells and the package at 88 columns (what a code cell shows without scrolling):
-# ruff's formatter, checked on the package, the tests and the chapters as notebooks.
+# The package and the tests at 88 columns; the chapters' cells at 78, what a rendered code cell
+# shows without a scroll bar: ruff's linter and formatter, the chapters checked as notebooks.
+CHAPTER_COLUMNS := 78
 lint: install _nbmake
-	$(BIN)/ruff check . _nbmake/*.ipynb
-	$(BIN)/ruff format --check --diff companion tests book/_ext _nbmake/*.ipynb
+	$(BIN)/ruff check .
+	$(BIN)/ruff check --line-length $(CHAPTER_COLUMNS) _nbmake/*.ipynb
+	$(BIN)/ruff format --check --diff companion tests book/_ext
+	$(BIN)/ruff format --check --diff --line-length $(CHAPTER_COLUMNS) _nbmake/*.ipynb
 
 # Executed on CHAPTERS_DATA_DIR; its path is left in _nbmake/DATA_DIR for tests/test_chapters.py.
 # One chapter at a time, as the book build runs them: chapters 1, 4 and 5 assert which of two
@@ -114,7 +117,7 @@ test: lint book chapters unit unit-lowest
 
 format: install
 	$(BIN)/ruff format companion tests book/_ext
-	$(BIN)/jupytext --quiet --pipe "$(BIN)/ruff format -" $(CHAPTERS)
+	$(BIN)/jupytext --quiet --pipe "$(BIN)/ruff format --line-length $(CHAPTER_COLUMNS) -" $(CHAPTERS)
 
 lock: install
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e"; } > constraints.tmp && mv constraints.tmp constraints.txt

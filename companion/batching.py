@@ -1,8 +1,9 @@
 """Minibatches: counting, validating and shuffling a dataset, and the per-epoch key.
 
 What every training loop needs between :func:`companion.data.load_mnist` and a step:
-:func:`check_dataset` (once, at the entry), :func:`epoch_key` and :func:`shuffle` (each
-epoch), :func:`batches` (each step, for loops that do not slice on the device).
+:func:`check_dataset` (once, at the entry), :func:`epoch_key` and
+:func:`batch_indices` (each epoch: chapter 5's shuffled full batches, as row indices),
+:func:`shuffle`, and :func:`batches` (a plain iterator of batches, validated once).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from companion.checks import check_finite, check_labels
 from companion.data import NUM_CLASSES
 
 __all__ = [
+    "batch_indices",
     "batches",
     "check_dataset",
     "epoch_key",
@@ -52,6 +54,26 @@ def full_batches(n: int, batch_size: int) -> int:
             f"batch_size {batch_size} is larger than the {n} examples: no full batch"
         )
     return steps
+
+
+def batch_indices(key: jax.Array | None, n: int, batch_size: int) -> jax.Array:
+    """The rows of each full batch of an epoch: ``(n // batch_size, batch_size)``.
+
+    Row ``i`` holds the example indices of step ``i``: a random permutation of
+    ``range(n)`` by ``key`` (``None``: in order), cut into full batches; the last
+    ``n % batch_size`` examples of the permutation are left out, so every step has the
+    same shape. Works under ``jit`` (``n`` and ``batch_size`` are static there).
+
+    Examples:
+        >>> batch_indices(None, 7, 3).tolist()
+        [[0, 1, 2], [3, 4, 5]]
+        >>> idx = batch_indices(jax.random.key(0), 10, 5)
+        >>> idx.shape, sorted(idx.ravel().tolist()) == list(range(10))
+        ((2, 5), True)
+    """
+    steps = full_batches(n, batch_size)  # refuses batch_size <= 0 or > n
+    order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
+    return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 def check_dataset(

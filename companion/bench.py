@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}"
     )
     print(format_table(rows, floor))
-    ours = [r for r in rows if r.variant in ("fit", "jit", "scan")]
+    ours = [r for r in rows if r.variant in ("fit", "jit", "scan", "scan+groups")]
     others = [r.variant for r in rows if r.variant != "eager"]  # eager: not in rounds
     if ours and len(others) > 1:
         best = min(ours, key=lambda r: r.seconds).variant

@@ -1,7 +1,9 @@
 """The MLP half of ``python -m companion.bench`` (chapter 5): seconds per SGD epoch of
 the book's MLP, every way the book trains it and its peers'.
 
-Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``), ``torch`` and
+Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``, chapter 5's
+three loops), ``scan+groups`` (the scanned epoch with one group of rows per core,
+:func:`companion.cpu.grouped_scan_epoch`, a CPU speed path), ``torch`` and
 ``torch.compile`` (PyTorch eager and compiled, the same model on the same batches, if
 torch is installed) and ``numpy`` (the chapter-4 forward and backward kernels run on
 numpy arrays): the peers live in :mod:`companion.peers`. :func:`scaling` times some of
@@ -16,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import mlp, sgd
+from companion import cpu, mlp, sgd
 from companion.bench import PAUSE, Row, import_torch
 from companion.peers import numpy_epoch, torch_epoch
 from companion.timing import benchmark, interleave
@@ -24,7 +26,7 @@ from companion.torch_bridge import mlp_to_torch
 
 __all__ = ["VARIANTS", "epoch_flops", "run", "scaling"]
 
-VARIANTS = ("eager", "jit", "scan", "torch", "torch.compile", "numpy")
+VARIANTS = ("eager", "jit", "scan", "scan+groups", "torch", "torch.compile", "numpy")
 
 
 def epoch_flops(sizes: Sequence[int], n: int, batch_size: int) -> int:
@@ -95,19 +97,24 @@ def _epoch(variant, init, x, y, x_dev, y_dev, lr, batch_size):
     """One epoch of ``variant``: a function of no arguments that trains its own copy
     of ``init`` and returns the epoch's mean loss (a float: it waits for the work);
     ``None`` for a torch variant without torch."""
-    if variant in ("eager", "jit", "scan"):
-        state = {"p": jax.tree.map(jnp.array, init)}  # a copy: jit and scan donate it
+    if variant in ("eager", "jit", "scan", "scan+groups"):
+        state = {"p": init}
 
         def step():
-            state["p"], loss = sgd.train_epoch(
-                state["p"],
-                x_dev,
-                y_dev,
-                lr=lr,
-                batch_size=batch_size,
-                mode=variant,
-                validate=False,
-            )
+            if variant == "scan+groups":
+                state["p"], loss = cpu.grouped_scan_epoch(
+                    state["p"], x_dev, y_dev, lr=lr, batch_size=batch_size
+                )
+            else:
+                state["p"], loss = sgd.train_epoch(
+                    state["p"],
+                    x_dev,
+                    y_dev,
+                    lr=lr,
+                    batch_size=batch_size,
+                    mode=variant,
+                    validate=False,
+                )
             jax.block_until_ready(state["p"])
             return float(loss)
 

@@ -1,13 +1,13 @@
-"""How the book's training steps use a CPU's cores (chapters 5 and 6).
+"""An opt-in CPU speed path: one group of a batch's rows per core (the benchmark).
 
 A training step of the book's MLP is a chain of *small* matrix products (the largest is
 ``(64, 784) @ (784, 128)``), and XLA:CPU's matrix library gains little from splitting
 one product this small across cores. XLA also runs *independent* operations of a
 compiled step at the same time, one per core. So :func:`batch_groups` splits a batch
 into one group of rows per core, each group its own forward and backward pass
-(``groups`` in :func:`companion.sgd.loss_fn` and :func:`companion.nnx_steps.loss_fn`):
-the same loss, summed in another order, as products that do not wait for each other.
-Chapter 5 times it.
+(:func:`grouped_loss_fn`, :func:`grouped_scan_epoch`): the same loss, summed in another
+order, as products that do not wait for each other. A speed path for a CPU, opt-in:
+nothing the chapters teach uses it by default; ``python -m companion.bench`` times it.
 
 On one core, or on another backend (a GPU runs a whole product across its many cores),
 one group.
@@ -15,11 +15,23 @@ one group.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["batch_groups", "row_groups", "threads"]
+from companion import mlp
+from companion.batching import batch_indices
+from companion.losses import softmax_cross_entropy_with_integer_labels
+
+__all__ = [
+    "batch_groups",
+    "grouped_loss_fn",
+    "grouped_scan_epoch",
+    "row_groups",
+    "threads",
+]
 
 
 def threads() -> int:
@@ -69,3 +81,57 @@ def row_groups(batch_size: int, groups: int) -> list[slice]:
         )
     rows = batch_size // groups
     return [slice(g * rows, (g + 1) * rows) for g in range(groups)]
+
+
+# --- Opt-in: the chapter-5 SGD epoch with each batch split into row groups ---------
+
+
+def grouped_loss_fn(
+    params: mlp.Params, x: jax.Array, y: jax.Array, groups: int
+) -> jax.Array:
+    """:func:`companion.sgd.loss_fn` with the batch split into ``groups`` row groups.
+
+    Each group is its own forward pass: the same mean (its sum taken in another order),
+    but the groups' products are independent, so XLA:CPU can run them on different
+    cores at once. ``groups`` must divide ``B``.
+    """
+    total = 0.0
+    for part in row_groups(x.shape[0], groups):  # x[part]: (B / groups, 784)
+        logits = mlp.apply(params, x[part])
+        total += jnp.sum(softmax_cross_entropy_with_integer_labels(logits, y[part]))
+    return total / x.shape[0]
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "groups"))
+def _grouped_epoch(params, x, y, lr, key, *, batch_size, groups):
+    def body(params, idx):  # idx: (B,) rows of this step's batch
+        loss, grads = jax.value_and_grad(grouped_loss_fn)(
+            params, x[idx], y[idx], groups
+        )
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+
+    batches = batch_indices(key, y.shape[0], batch_size)  # (steps, B)
+    params, losses = jax.lax.scan(body, params, batches)
+    return params, jnp.mean(losses)
+
+
+def grouped_scan_epoch(
+    params: mlp.Params,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lr: float,
+    batch_size: int,
+    groups: int | None = None,
+    key: jax.Array | None = None,
+) -> tuple[mlp.Params, jax.Array]:
+    """``sgd.train_epoch(..., mode="scan")`` with each batch in row groups: a CPU
+    speed path (the benchmark's ``scan+groups``), opt-in.
+
+    The same batches and the same update as the chapter's scanned epoch, on data
+    already validated (``x`` ``(N, 784)``, ``y`` ``(N,)`` on the device); ``groups``
+    ``None``: :func:`batch_groups`. Returns ``(new_params, mean_loss)``.
+    """
+    groups = batch_groups(batch_size) if groups is None else groups
+    row_groups(batch_size, groups)  # checks that groups divides the batch
+    return _grouped_epoch(params, x, y, lr, key, batch_size=batch_size, groups=groups)

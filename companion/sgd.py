@@ -1,23 +1,21 @@
-"""One SGD step and one SGD epoch of the chapter-2 MLP, run three ways: eager, jit
-per step, and a fused epoch.
+"""Chapter 5's training step and epoch for the chapter-2 MLP: plain SGD, three ways.
+
+The chapter writes these functions cell by cell; this module holds the same code, with
+validation and docstrings:
+
+- :func:`loss_fn`: the mean cross-entropy of a batch (chapter 2's forward pass, chapter
+  3's loss).
+- :func:`sgd_update`: one step, ``θ ← θ − lr · ∇L(θ)``, with ``jax.value_and_grad``.
+- :func:`train_epoch`: one epoch over shuffled full batches
+  (:func:`companion.batching.batch_indices`), run ``"eager"`` (no ``jit``: every array
+  operation dispatched from Python), ``"jit"`` (one compiled step per batch, called
+  from a Python loop) or ``"scan"`` (the whole epoch one compiled ``lax.scan``).
 
 Every mode runs the same update on the same batches, so they compute the same numbers
-(to float rounding); they differ only in how much Python runs per step:
-
-- ``"eager"``: no ``jit``; every array operation is dispatched from Python, one by one.
-- ``"jit"``: one compiled SGD step, called from a Python loop once per batch.
-- ``"scan"``: the whole epoch compiled as one ``lax.scan`` over the batches, with the
-  data on the device and the parameters donated (their buffers reused for the result):
-  one call per epoch.
-
-The compiled modes split each batch into one group of rows per CPU core (``groups`` of
-:func:`loss_fn`, from :func:`companion.cpu.batch_groups`), and each step slices its
-batch out of the dataset on the device: the epoch never copies the whole dataset (a
-reshape into batches would, when the batch size does not divide ``N``).
-
-An epoch uses ``N // batch_size`` full batches (the last ``N % batch_size`` examples are
-skipped; shuffle with a key so different ones are skipped each epoch): every step then
-has the same shape, and nothing recompiles.
+(to float rounding); they differ only in how much Python runs per step. An epoch uses
+``N // batch_size`` full batches (the last ``N % batch_size`` examples are skipped;
+shuffle with a key so different ones are skipped each epoch): every step then has the
+same shape, and nothing recompiles.
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from companion import cpu, mlp
-from companion.batching import check_dataset, full_batches, shuffle
+from companion import mlp
+from companion.batching import batch_indices, check_dataset
 from companion.losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = [
@@ -52,18 +50,14 @@ _TRACES: collections.Counter[str] = collections.Counter()
 
 
 def trace_counts() -> dict[str, int]:
-    """How often the jitted SGD step (``"step"``) and fused epoch (``"epoch"``) were
-    traced.
+    """How often the jitted SGD step (``"step"``) and the scanned epoch (``"epoch"``)
+    were traced.
     """
     return dict(_TRACES)
 
 
 def loss_fn(
-    params: mlp.Params,
-    x: jax.Array,
-    y: jax.Array,
-    activation: str = "relu",
-    groups: int = 1,
+    params: mlp.Params, x: jax.Array, y: jax.Array, activation: str = "relu"
 ) -> jax.Array:
     """Mean cross-entropy of the MLP on a batch: ``x`` ``(B, 784)``, ``y`` ``(B,)``.
 
@@ -71,19 +65,10 @@ def loss_fn(
     value checks (no device→host copy per step). Validate the data once first (``fit``
     does); a label outside ``[0, C)`` makes the loss NaN.
 
-    ``groups`` splits the batch into that many equal groups of rows, each its own
-    forward pass: the same mean (its sum taken in another order), but the groups'
-    products are independent, so XLA:CPU can run them on different cores at once (see
-    :func:`companion.cpu.batch_groups`). ``groups`` must divide ``B``.
+    .. math:: L(θ) = \\frac{1}{B} \\sum_i -\\log \\mathrm{softmax}(f_θ(x_i))_{y_i}
     """
-    if groups == 1:
-        logits = mlp.apply(params, x, activation)
-        return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y))
-    total = 0.0
-    for part in cpu.row_groups(x.shape[0], groups):  # x[part]: (B / groups, 784)
-        logits = mlp.apply(params, x[part], activation)
-        total += jnp.sum(softmax_cross_entropy_with_integer_labels(logits, y[part]))
-    return total / x.shape[0]
+    logits = mlp.apply(params, x, activation)  # (B, C)
+    return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y))
 
 
 def sgd_update(
@@ -92,9 +77,8 @@ def sgd_update(
     y: ArrayLike,
     lr: float,
     activation: str = "relu",
-    groups: int = 1,
 ) -> tuple[mlp.Params, jax.Array]:
-    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree_map`` over all
+    """One step of SGD: ``θ ← θ − lr · ∇L(θ)``, for any depth (``tree.map`` over all
     layers).
 
     A training step on validated data: it checks no values (see :func:`loss_fn`).
@@ -105,7 +89,6 @@ def sgd_update(
         y: integer labels ``(B,)`` in ``[0, C)``.
         lr: the learning rate.
         activation: the hidden layers' nonlinearity (static under ``jit``).
-        groups: row groups of the batch, as in :func:`loss_fn` (static under ``jit``).
 
     Returns:
         ``(new_params, loss)`` where ``loss`` is the batch loss *before* the update.
@@ -117,45 +100,26 @@ def sgd_update(
         >>> bool(loss_fn(new, x, y) < loss)
         True
     """
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, activation, groups)
-    return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, activation)
+    params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+    return params, loss
 
 
-def _batch(x, y, i, batch_size, perm=None):
-    # Batch i of the epoch, sliced inside jit out of the data already on the device: a
-    # copy of B rows per step, never of the whole dataset. Shuffled: the rows that the
-    # permutation puts at positions [i·B, (i+1)·B), gathered.
-    start = i * batch_size
-    if perm is None:
-        return (
-            jax.lax.dynamic_slice_in_dim(x, start, batch_size),
-            jax.lax.dynamic_slice_in_dim(y, start, batch_size),
-        )
-    rows = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)  # (B,)
-    return x[rows], y[rows]
-
-
-@functools.partial(
-    jax.jit, static_argnames=("batch_size", "activation", "groups"), donate_argnums=0
-)
-def _jit_step(params, x, y, i, lr, *, batch_size, activation, groups):
+@functools.partial(jax.jit, static_argnames="activation")
+def _jit_update(params, x, y, lr, activation):
     _TRACES["step"] += 1
-    return sgd_update(params, *_batch(x, y, i, batch_size), lr, activation, groups)
+    return sgd_update(params, x, y, lr, activation)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("batch_size", "activation", "groups"), donate_argnums=0
-)
-def _scan_epoch(params, x, y, lr, key, *, batch_size, activation, groups):
+@functools.partial(jax.jit, static_argnames=("batch_size", "activation"))
+def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
     _TRACES["epoch"] += 1
-    perm = None if key is None else jax.random.permutation(key, y.shape[0])
 
-    def body(p, i):
-        return sgd_update(p, *_batch(x, y, i, batch_size, perm), lr, activation, groups)
+    def body(params, idx):  # idx: (B,) rows of this step's batch
+        return sgd_update(params, x[idx], y[idx], lr, activation)
 
-    # one step per loop iteration: unrolling two (fewer loop tests and copies of the
-    # carried parameters) measured slower here once the steps were split into groups
-    params, losses = jax.lax.scan(body, params, jnp.arange(y.shape[0] // batch_size))
+    batches = batch_indices(key, y.shape[0], batch_size)  # (steps, B)
+    params, losses = jax.lax.scan(body, params, batches)
     return params, jnp.mean(losses)
 
 
@@ -169,6 +133,12 @@ def check_inputs(
     mlp.check_params(params)
     mlp.get_activation(activation)
     check_dataset(x, y, name=name, flat=True, num_classes=mlp.num_classes(params))
+    n_in = jnp.shape(params[0][0])[0]
+    if jnp.shape(x)[1] != n_in:
+        raise ValueError(
+            f"{name}x must have the first layer's input size {n_in} per example; "
+            f"got {name}x of shape {tuple(jnp.shape(x))}"
+        )
 
 
 def train_epoch(
@@ -182,14 +152,11 @@ def train_epoch(
     key: jax.Array | None = None,
     validate: bool = True,
     activation: str = "relu",
-    groups: int | None = None,
 ) -> tuple[mlp.Params, jax.Array]:
     """One epoch of SGD over ``N // batch_size`` full batches.
 
     Args:
-        params: list of ``(W, b)``. In ``"jit"`` and ``"scan"`` modes their buffers are
-            *donated*: do not use the arrays you passed in after the call, use the
-            returned ones.
+        params: list of ``(W, b)``.
         x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device
             between epochs.
         y: integer labels ``(N,)``.
@@ -201,9 +168,6 @@ def train_epoch(
             skips it).
         activation: the hidden layers' nonlinearity, as in
             :func:`companion.mlp.forward`.
-        groups: row groups per batch (:func:`loss_fn`), a divisor of ``batch_size``.
-            ``None``: :func:`companion.cpu.batch_groups` in the compiled modes (one per
-            core on a CPU), 1 in eager mode.
 
     Returns:
         ``(new_params, mean_loss)``: the mean of the per-batch losses, each taken before
@@ -221,27 +185,16 @@ def train_epoch(
     if validate:
         check_inputs(x, y, params, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    num = full_batches(y.shape[0], batch_size)
-    if groups is None:
-        groups = 1 if mode == "eager" else cpu.batch_groups(batch_size)
-    cpu.row_groups(batch_size, groups)  # checks that groups divides the batch
-    static = {"batch_size": batch_size, "activation": activation, "groups": groups}
+    batches = batch_indices(key, y.shape[0], batch_size)  # (steps, B), checked
     if mode == "scan":
-        return _scan_epoch(params, x, y, lr, key, **static)
-    if key is not None:
-        x, y = shuffle(key, x, y)
+        return _scan_epoch(
+            params, x, y, lr, key, batch_size=batch_size, activation=activation
+        )
     losses = []
-    for i in range(num):
+    for idx in batches:
         if mode == "jit":
-            params, loss = _jit_step(params, x, y, i, lr, **static)
+            params, loss = _jit_update(params, x[idx], y[idx], lr, activation)
         else:
-            params, loss = sgd_update(
-                params,
-                x[i * batch_size : (i + 1) * batch_size],
-                y[i * batch_size : (i + 1) * batch_size],
-                lr,
-                activation,
-                groups,
-            )
+            params, loss = sgd_update(params, x[idx], y[idx], lr, activation)
         losses.append(loss)  # kept on the device: no host round-trip per step
     return params, jnp.mean(jnp.stack(losses))

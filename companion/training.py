@@ -101,7 +101,7 @@ def fit(
     ``x_val``, ``y_val`` are given.
 
     Args:
-        params: initial list of ``(W, b)`` (donated in ``"jit"``/``"scan"`` modes).
+        params: initial list of ``(W, b)``.
         x_train: ``(N, 784)``; y_train: ``(N,)`` integer labels.
         epochs: number of epochs, ``>= 1``.
         lr: learning rate.

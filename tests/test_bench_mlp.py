@@ -35,7 +35,7 @@ def test_variants_train_the_same_model():
     # Same init, same batches, same epochs: the losses agree to float32 rounding; a
     # variant that trained something else (another update, other batches) would not.
     x, y = data()
-    variants = ["jit", "scan", "numpy"]
+    variants = ["jit", "scan", "scan+groups", "numpy"]
     if importlib.util.find_spec("torch") is not None:
         variants += ["torch", "torch.compile"]
     rows = bench_mlp.run(x, y, epochs=1, lr=0.1, variants=variants)

@@ -1,9 +1,14 @@
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from conftest import blobs
 
-from companion import cpu
+from companion import cpu, mlp, sgd
+from companion.backprop import manual_grads
+from companion.losses import cross_entropy
 
 
 def test_threads_counts_the_cores_this_process_may_use():
@@ -63,3 +68,51 @@ def test_row_groups_refuses_what_does_not_divide_the_batch(batch, groups):
     match = f"positive divisor of the batch size {batch}; got {groups}"
     with pytest.raises(ValueError, match=match):
         cpu.row_groups(batch, groups)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+@pytest.mark.parametrize("sizes", [[20, 4], [20, 16, 8, 4]])
+def test_grouped_loss_and_gradient_match_manual_backprop(groups, sizes):
+    # The batch split into row groups, each its own forward pass: the same mean loss and
+    # the same gradient as the chapter-4 backward pass on the whole batch (float32: the
+    # sums are taken in another order).
+    x, y = blobs()
+    params = mlp.init_params(sizes, jax.random.key(1), scheme="he")
+    loss, grads = jax.value_and_grad(cpu.grouped_loss_fn)(
+        params, jnp.asarray(x[:64]), jnp.asarray(y[:64]), groups
+    )
+    np.testing.assert_allclose(
+        loss, cross_entropy(mlp.forward(params, x[:64]), y[:64]), rtol=1e-6
+    )
+    for ours, ref in zip(
+        jax.tree.leaves(grads),
+        jax.tree.leaves(manual_grads(params, x[:64], y[:64])),
+        strict=True,
+    ):
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", [None, jax.random.key(3)])
+def test_a_grouped_epoch_trains_as_the_chapters_scan(key):
+    x, y = blobs(n=256)
+    init = mlp.init_params([20, 32, 4], jax.random.key(2))
+    one, loss_one = sgd.train_epoch(
+        init, x, y, lr=0.05, batch_size=64, mode="scan", key=key
+    )
+    four, loss_four = cpu.grouped_scan_epoch(
+        init, jnp.asarray(x), jnp.asarray(y), lr=0.05, batch_size=64, groups=4, key=key
+    )
+    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_four, loss_one, rtol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [0, -2, 3, 128])
+def test_groups_must_divide_the_batch(groups):
+    x, y = blobs(n=128)
+    params = mlp.init_params([20, 4], jax.random.key(0))
+    match = f"groups must be a positive divisor of the batch size 64; got {groups}"
+    with pytest.raises(ValueError, match=match):
+        cpu.grouped_scan_epoch(
+            params, jnp.asarray(x), jnp.asarray(y), lr=0.1, batch_size=64, groups=groups
+        )

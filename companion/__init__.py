@@ -12,8 +12,6 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.backprop` — the backward pass by hand, finite differences (chapter 4)
 - :mod:`companion.loop` — the epoch loop both ``fit`` s share: keys, history, progress,
   NaN check (chapter 5)
-- :mod:`companion.cpu` — how a training step uses a CPU's cores: one group of rows
-  per core (chapter 5)
 - :mod:`companion.sgd` — the SGD step and epoch, three ways: eager, jit, scan (chapter
   5)
 - :mod:`companion.training` — ``fit`` and ``evaluate`` for the MLP (chapter 5)
@@ -23,8 +21,9 @@ Small flat modules, one concept each (see the book's introduction for the chapte
   peers (chapter 5)
 - :mod:`companion.bench_mlp` — the MLP's epoch every way and its peers', timed; batch
   sizes (chapter 5)
-- :mod:`companion.bench` — ``python -m companion.bench``: the benchmark tables (chapters
-  5, 6)
+- :mod:`companion.bench` — ``python -m companion.bench``: the benchmark tables
+- :mod:`companion.cpu` — an opt-in CPU speed path: one group of a batch's rows per core
+  (the benchmark)
 - :mod:`companion.conv` — convolution by Winograd's products or patches × matrix,
   pooling as a reshape (chapter 6)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)

@@ -5,7 +5,7 @@ axis (each device holds ``B / n`` examples) and the parameters are *replicated* 
 device holds all of them). Jitting the ordinary SGD step on such inputs lets XLA's SPMD
 partitioner run it on every device and insert the all-reduce that averages the
 gradients; :func:`shard_map_sgd_step` writes the same step explicitly, per device, with
-``jax.lax.pmean``.
+``jax.shard_map`` and the mean of the loss taken across devices by ``jax.lax.pmean``.
 """
 
 from __future__ import annotations
@@ -106,29 +106,29 @@ def data_parallel_sgd_step(mesh: Mesh) -> Step:
 
 
 def shard_map_sgd_step(mesh: Mesh) -> Step:
-    """The same step, per device: local gradients, then a ``pmean`` over ``"data"``.
+    """The same step written per device with ``jax.shard_map``, as chapter 7 writes it.
 
-    Each device sees its ``B / n`` examples, computes the loss and gradients of its
-    shard, and averages them with the others (an all-reduce); with equal shards, the
-    mean of the shard means is the full-batch mean, so every device applies the same
-    update.
+    Each device sees its ``B / n`` examples. Its loss is the mean over its shard; the
+    ``pmean`` over ``"data"`` makes it the mean over the whole batch, *inside* the
+    differentiated function. Under ``shard_map``'s default ``check_vma=True`` JAX
+    tracks which values vary across devices: the parameters are replicated
+    (invariant), so their gradient comes out summed over the devices — here the sum of
+    the ``1/n``-weighted shard gradients, the full-batch gradient. (Averaging the
+    local gradients with a ``pmean`` *after* ``grad`` would count them ``n`` times
+    under the default; that older form needs ``check_vma=False``.)
     """
 
+    def local_loss(params, x, y):  # x: (B / n, 784) on each device
+        return jax.lax.pmean(loss_fn(params, x, y), AXIS)  # the batch's mean
+
     def local_step(params, x, y, lr):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        loss, grads = jax.lax.pmean((loss, grads), AXIS)
+        loss, grads = jax.value_and_grad(local_loss)(params, x, y)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
-    # check_vma=False: the classic semantics, where the gradient with respect to the
-    # replicated parameters is each device's local gradient, averaged explicitly by
-    # pmean. (With the default check_vma=True, JAX tracks which values vary across
-    # devices and would already sum the gradients of a replicated input, so the pmean
-    # would count them n times.)
     step = jax.shard_map(
         local_step,
         mesh=mesh,
-        in_specs=(P(), P(AXIS), P(AXIS), P()),
-        out_specs=(P(), P()),
-        check_vma=False,
+        in_specs=(P(), P(AXIS), P(AXIS), P()),  # params, x, y, lr
+        out_specs=(P(), P()),  # new params and loss: the same on every device
     )
     return jax.jit(step)

@@ -1,9 +1,24 @@
-"""The book's models in Flax NNX (chapter 6): the chapter-2 MLP, and a small CNN.
+"""The models chapter 6 writes in Flax NNX: the chapter-2 MLP, and a small CNN.
 
-An ``nnx.Module`` holds its parameters as attributes (``nnx.Param``); ``nnx.split``
-separates the static structure (a ``GraphDef``) from the arrays (a ``State``) so that
-plain JAX transformations can work on the arrays, and ``nnx.merge`` puts them back
-together.
+Both are the chapter's classes, with validation and docstrings added: ``MLP`` keeps its
+``nnx.Linear`` layers in an ``nnx.List``; ``CNN`` is the network of Flax's MNIST
+tutorial (two 3×3 ``nnx.Conv`` layers with 32 and 64 channels, each followed by a ReLU
+and 2×2 ``nnx.avg_pool``, then ``nnx.Linear`` layers of 256 units and of 10 logits).
+Built with the same ``nnx.Rngs`` seed, the chapter's classes and these draw the same
+parameters (the layers are created in the same order) and compute the same logits.
+
+``CNN(conv="winograd")`` and ``CNN(conv="patches")`` are an opt-in speed path for
+XLA:CPU, measured in the performance appendix: the same parameters and the same
+function (to float32 rounding), the convolutions computed by
+:class:`companion.conv.FastConv` (Winograd's products or patches × matrix, with
+hand-written gradients) and the pooling as a reshape. The default, ``conv="lax"``, is
+the textbook network (``nnx.Conv`` calls ``jax.lax.conv_general_dilated``) on every
+backend; only the opt-in forms import :mod:`companion.conv`.
+
+Examples:
+    >>> model = CNN(rngs=nnx.Rngs(0))
+    >>> model(jnp.zeros((2, 784))).shape
+    (2, 10)
 """
 
 from __future__ import annotations
@@ -17,11 +32,10 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from companion import mlp
-from companion.conv import FastConv, avg_pool
 
 __all__ = ["CNN", "CONV_FORMS", "MLP"]
 
-CONV_FORMS = ("winograd", "patches", "lax")  # what CNN(conv=...) takes
+CONV_FORMS = ("lax", "winograd", "patches")  # what CNN(conv=...) takes
 
 
 class MLP(nnx.Module):
@@ -29,16 +43,19 @@ class MLP(nnx.Module):
 
     Args:
         sizes: layer widths ``[n_0, ..., n_L]`` (at least two positive integers).
-        rngs: ``nnx.Rngs`` for the initial parameters (LeCun normal, NNX's default).
-        activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
-        dtype: the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision);
-            parameters stay ``param_dtype``.
+        rngs: ``nnx.Rngs`` for the initial parameters (``nnx.Linear``'s defaults:
+            LeCun-normal kernels, zero biases).
+        activation: σ, ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
+        dtype: the computation dtype (``jnp.bfloat16`` for mixed precision); ``None``:
+            the inputs' and parameters' dtype.
         param_dtype: the dtype the parameters are stored in.
 
     Examples:
         >>> model = MLP([784, 128, 10], rngs=nnx.Rngs(0))
         >>> model(jnp.ones((5, 784))).shape
         (5, 10)
+        >>> [layer.kernel.shape for layer in model.layers]
+        [(784, 128), (128, 10)]
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class MLP(nnx.Module):
         mlp.get_activation(activation)  # validates the name
         self.sizes = tuple(sizes)
         self.activation = activation
+        # a plain list holding layers is refused by NNX: nnx.List makes it state
         self.layers = nnx.List(
             [
                 nnx.Linear(n_in, n_out, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -62,27 +80,33 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x: ArrayLike) -> jax.Array:
-        return self.layers[-1](self._hidden(x)[1])
+        """Logits ``(B, n_L)`` of inputs ``x`` ``(B, n_0)``."""
+        x = self._check(x)
+        sigma = mlp.get_activation(self.activation)
+        for layer in self.layers[:-1]:
+            x = sigma(layer(x))
+        return self.layers[-1](x)
 
     def preactivations(self, x: ArrayLike) -> dict[str, jax.Array]:
         """Each hidden layer's input to σ, ``z = a W + b`` ``(B, n_out)``, by name
         (``layers/0``, ...): what ``companion.diagnose`` inspects.
         """
-        return self._hidden(x)[0]
+        x = self._check(x)
+        sigma = mlp.get_activation(self.activation)
+        pre = {}
+        for i, layer in enumerate(self.layers[:-1]):
+            pre[f"layers/{i}"] = z = layer(x)
+            x = sigma(z)
+        return pre
 
-    def _hidden(self, x: ArrayLike) -> tuple[dict[str, jax.Array], jax.Array]:
+    def _check(self, x: ArrayLike) -> jax.Array:
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.sizes[0]:
             raise ValueError(
                 f"x's last dimension must be the input size {self.sizes[0]}; "
                 f"got {x.shape}"
             )
-        sigma = mlp.get_activation(self.activation)
-        pre = {}
-        for i, layer in enumerate(self.layers[:-1]):
-            pre[f"layers/{i}"] = z = layer(x)
-            x = sigma(z)
-        return pre, x
+        return x
 
     def load_params(self, params: mlp.Params) -> None:
         """Copy chapter-2 ``(W, b)`` pairs in, ``W`` of shape ``(n_in, n_out)``.
@@ -98,7 +122,7 @@ class MLP(nnx.Module):
                 f"params have layer shapes {shapes}; this MLP has {expected}"
             )
         for layer, (W, b) in zip(self.layers, params, strict=True):
-            # copies: the model must not share `params`' buffers (training donates them)
+            # copies: the model must not share `params`' buffers (training may donate)
             layer.kernel[...] = jnp.array(W, layer.kernel.dtype, copy=True)
             layer.bias[...] = jnp.array(b, layer.bias.dtype, copy=True)
 
@@ -112,21 +136,31 @@ class MLP(nnx.Module):
         return model
 
 
-class CNN(nnx.Module):
-    """A small convnet for MNIST: two 3×3 convolutions (32, 64 channels) with 2×2
-    average pooling, then dense 256 and dense 10.
+def _avg_pool(x: jax.Array) -> jax.Array:
+    # 2×2 windows, stride 2: (B, H, W, C) -> (B, H/2, W/2, C)
+    return nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
 
-    Takes images as ``(B, 28, 28, 1)`` or flat ``(B, 784)``; returns logits ``(B, 10)``.
-    The convolutions are :class:`companion.conv.FastConv`: ``nnx.Conv`` layers
-    (kernels ``(3, 3, C_in, C_out)``, HWIO) computed the way XLA:CPU runs fast inside a
-    loop (chapter 6): the second by Winograd's F(2×2, 3×3) products, the first (one
-    channel in) as shifted taps; pooling is :func:`companion.conv.avg_pool`.
-    ``conv="patches"`` computes the second as patches × matrix instead, and
-    ``conv="lax"`` builds the textbook version (``nnx.Conv``, ``lax.conv`` and
-    ``nnx.avg_pool``): the same parameters and the same function, for comparison.
+
+class CNN(nnx.Module):
+    """Flax's MNIST-tutorial convnet: two 3×3 convolutions (32, 64 channels), each with
+    ReLU and 2×2 average pooling, then dense 256 (ReLU) and dense 10.
+
+    Takes images ``(B, 28, 28, 1)`` (NHWC) or flat ``(B, 784)``; returns logits
+    ``(B, 10)``. Kernels are ``(3, 3, C_in, C_out)`` (HWIO), as ``nnx.Conv`` stores
+    them; ``dense1`` reads the pooled ``(7, 7, 64)`` maps flattened in ``(h, w, c)``
+    order.
+
+    Args:
+        rngs: ``nnx.Rngs`` for the initial parameters.
+        dtype: the computation dtype (e.g. ``jnp.bfloat16``); ``None``: the inputs'.
+        param_dtype: the dtype the parameters are stored in.
+        conv: ``"lax"`` (default): ``nnx.Conv`` and ``nnx.avg_pool``, the textbook
+            network. ``"winograd"`` or ``"patches"``: the opt-in XLA:CPU speed path
+            of the performance appendix (:class:`companion.conv.FastConv`): the same
+            parameters and the same function to float32 rounding.
 
     Examples:
-        >>> CNN(rngs=nnx.Rngs(0))(jnp.ones((2, 784))).shape
+        >>> CNN(rngs=nnx.Rngs(0))(jnp.ones((2, 28, 28, 1))).shape
         (2, 10)
     """
 
@@ -136,45 +170,53 @@ class CNN(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
-        conv: str = "winograd",
+        conv: str = "lax",
     ):
         if conv not in CONV_FORMS:
             raise ValueError(f"conv must be one of {CONV_FORMS}; got {conv!r}")
         self.conv = conv
-        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         if conv == "lax":
             layer = nnx.Conv
-        else:
+        else:  # the opt-in speed path, imported only when asked for
+            from companion.conv import FastConv
+
             layer = partial(FastConv, winograd=conv == "winograd")
-        self.conv1 = layer(1, 32, (3, 3), **kw)  # (B, 28, 28, 32)
-        self.conv2 = layer(32, 64, (3, 3), **kw)  # (B, 14, 14, 64)
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.conv1 = layer(1, 32, kernel_size=(3, 3), **kw)
+        self.conv2 = layer(32, 64, kernel_size=(3, 3), **kw)
         self.dense1 = nnx.Linear(7 * 7 * 64, 256, **kw)
         self.dense2 = nnx.Linear(256, 10, **kw)
 
     def __call__(self, x: ArrayLike) -> jax.Array:
-        return self.dense2(nnx.relu(self.preactivations(x)["dense1"]))
+        x = self._images(x)  # (B, 28, 28, 1)
+        x = self._pool(nnx.relu(self.conv1(x)))  # (B, 14, 14, 32)
+        x = self._pool(nnx.relu(self.conv2(x)))  # (B, 7, 7, 64)
+        x = x.reshape(x.shape[0], -1)  # (B, 3136)
+        x = nnx.relu(self.dense1(x))  # (B, 256)
+        return self.dense2(x)  # (B, 10)
 
     def preactivations(self, x: ArrayLike) -> dict[str, jax.Array]:
         """The inputs of the ReLUs by layer: ``conv1`` ``(B, 28, 28, 32)``, ``conv2``
         ``(B, 14, 14, 64)``, ``dense1`` ``(B, 256)`` (what ``companion.diagnose``
         inspects).
         """
+        pre = {"conv1": self.conv1(self._images(x))}
+        pre["conv2"] = self.conv2(self._pool(nnx.relu(pre["conv1"])))
+        x = self._pool(nnx.relu(pre["conv2"]))
+        pre["dense1"] = self.dense1(x.reshape(x.shape[0], -1))
+        return pre
+
+    def _images(self, x: ArrayLike) -> jax.Array:
         x = jnp.asarray(x)
         if x.shape[1:] not in ((784,), (28, 28, 1)):
             raise ValueError(
                 f"CNN takes images of shape (B, 784) or (B, 28, 28, 1); got {x.shape}"
             )
-        x = x.reshape(-1, 28, 28, 1)
-        if self.conv != "lax":
-            pool = avg_pool
-        else:
+        return x.reshape(-1, 28, 28, 1)
 
-            def pool(h):
-                return nnx.avg_pool(h, window_shape=(2, 2), strides=(2, 2))
+    def _pool(self, x: jax.Array) -> jax.Array:
+        if self.conv == "lax":
+            return _avg_pool(x)
+        from companion import conv  # the opt-in path pools by a reshape
 
-        pre = {"conv1": self.conv1(x)}
-        x = pool(nnx.relu(pre["conv1"]))  # (B, 14, 14, 32)
-        pre["conv2"] = self.conv2(x)
-        x = pool(nnx.relu(pre["conv2"]))  # (B, 7, 7, 64)
-        pre["dense1"] = self.dense1(x.reshape(x.shape[0], -1))  # (B, 3136) -> (B, 256)
-        return pre
+        return conv.avg_pool(x)

@@ -1,100 +1,76 @@
-"""One training step of an NNX model with optax (chapter 6): readable, and guarded.
+"""The training and evaluation steps chapter 6 writes for NNX models, and the NaN guard.
 
-:func:`train_step` is four lines, as in Flax's MNIST example: ``nnx.value_and_grad`` of
-the loss (with the logits as auxiliary output), one optimizer update, the metrics.
-:func:`guarded_train_step` is the same step with a NaN guard; it is what
+:func:`train_step` and :func:`eval_step` are the chapter's (jit them with ``nnx.jit``):
+``nnx.value_and_grad`` of :func:`loss_fn`, whose logits come back as auxiliary output
+for the metrics, then one optimizer update, all in place. :func:`guarded_train_step` is
+the same step with a guard against non-finite values; it is what
 :func:`companion.nnx_training.fit` runs.
 
-NaN guard (chosen behaviour): a step whose loss, gradient norm or updated parameters are
-not finite is *undone* — model and optimizer keep the state from before it — and the
-first such step is recorded; :func:`companion.nnx_training.fit` then raises
-:class:`~companion.loop.NonFiniteLossError` naming it, at the next check (every
-``check_every`` steps and at the end of each epoch). Training never continues silently
-on a NaN, and the model is left with the last finite parameters.
+The guard (chosen behaviour): a step whose loss, gradient norm or updated parameters
+are not finite is undone (model and optimizer keep their state from before it), and
+so is every step after it, so that the model stays at the last finite parameters; the
+guard records that first bad step, and :func:`companion.nnx_training.fit` raises
+:class:`~companion.loop.NonFiniteLossError` naming it. ``optax.apply_if_finite`` skips
+an update whose gradients are not finite, but it does not look at the loss or at
+parameters a finite update pushed to ``inf``, says nothing, and after
+``max_consecutive_errors`` skipped steps applies the non-finite update (chapter 6 shows
+it).
 
-Why not ``optax.apply_if_finite``: it wraps the optimizer and skips an update whose
-*gradients* are not finite, but it does not look at the loss or at parameters that a
-finite update pushed to inf, it does not say which step it skipped, and after
-``max_consecutive_errors`` skipped steps it applies the non-finite update anyway. Here
-training must stop with an error that names the step.
+Examples:
+    >>> from companion.nnx_models import MLP
+    >>> model = MLP([4, 3], rngs=nnx.Rngs(0))
+    >>> optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    >>> metrics = make_metrics()
+    >>> x, y = jnp.ones((2, 4)), jnp.array([0, 2])
+    >>> nnx.jit(train_step)(model, optimizer, metrics, x, y)
+    >>> int(optimizer.step[...]), sorted(metrics.compute())
+    (1, ['accuracy', 'grad_norm', 'loss'])
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from companion import cpu
-from companion.losses import softmax_cross_entropy_with_integer_labels
-
-T = TypeVar("T")
-
 __all__ = [
     "NonFiniteGuard",
+    "eval_step",
     "guarded_train_step",
     "loss_fn",
     "make_metrics",
     "train_step",
 ]
 
-
-def make_metrics() -> nnx.MultiMetric:
-    """Running averages of the loss, the accuracy and the global gradient norm."""
-    return nnx.MultiMetric(
-        loss=nnx.metrics.Average("loss"),
-        accuracy=nnx.metrics.Accuracy(),
-        grad_norm=nnx.metrics.Average("grad_norm"),
-    )
-
-
-class NonFiniteGuard(nnx.Module):
-    """Remembers the first optimizer step whose loss or gradients were not finite (-1:
-    none).
-    """
-
-    def __init__(self):
-        self.first_bad_step = nnx.Variable(jnp.array(-1, jnp.int32))
-        self.bad_loss = nnx.Variable(
-            jnp.array(0.0, jnp.float32)
-        )  # the loss at that step
-        self.bad_grad_norm = nnx.Variable(
-            jnp.array(0.0, jnp.float32)
-        )  # its gradient norm
-        self.bad_params = nnx.Variable(
-            jnp.array(False)
-        )  # did the update make parameters non-finite?
+LossFn = Callable[[nnx.Module, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def loss_fn(
-    model: nnx.Module, x: jax.Array, y: jax.Array, groups: int = 1
+    model: nnx.Module, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy of ``model`` on a batch, and its logits ``(B, C)`` as
-    auxiliary output.
+    """Mean cross-entropy of ``model`` on a batch ``x`` ``(B, ...)``, ``y`` ``(B,)``,
+    and its logits ``(B, C)`` as auxiliary output.
 
-    The loss in float32, whatever the model computes in. Labels are not checked here (a
-    step on validated data): a label outside ``[0, C)`` makes the loss NaN.
-
-    ``groups`` runs the model on that many equal groups of rows, one call each, as
-    :func:`companion.sgd.loss_fn` does (independent products XLA:CPU can run on
-    different cores at once): the same loss for a model that treats examples
-    independently (not one that mixes them, as batch normalisation does). It must
-    divide ``B``.
+    The logits are cast to float32 first, whatever the model computes in (mixed
+    precision: the loss in float32). Labels are not checked here (a step on validated
+    data): JAX's indexing clamps a label outside ``[0, C)`` to the nearest class.
     """
-    if groups == 1:
-        logits = model(x).astype(jnp.float32)
-        return jnp.mean(softmax_cross_entropy_with_integer_labels(logits, y)), logits
-    parts = cpu.row_groups(x.shape[0], groups)
-    logits = [model(x[part]).astype(jnp.float32) for part in parts]
-    total = sum(
-        jnp.sum(softmax_cross_entropy_with_integer_labels(z, y[part]))
-        for z, part in zip(logits, parts, strict=True)
-    )
-    return total / x.shape[0], jnp.concatenate(logits)
+    logits = model(x).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, logits
+
+
+def make_metrics(*, grad_norm: bool = True) -> nnx.MultiMetric:
+    """Running averages of the loss and the accuracy, and of the global gradient norm
+    (``grad_norm=False``: not measured, as in an evaluation).
+    """
+    metrics = dict(loss=nnx.metrics.Average("loss"), accuracy=nnx.metrics.Accuracy())
+    if grad_norm:
+        metrics["grad_norm"] = nnx.metrics.Average("grad_norm")
+    return nnx.MultiMetric(**metrics)
 
 
 def train_step(
@@ -104,15 +80,42 @@ def train_step(
     x: jax.Array,
     y: jax.Array,
 ) -> None:
-    """One optimizer step on a batch ``x`` ``(B, ...)``, ``y`` ``(B,)``, all in place.
+    """One optimizer step on a batch ``x`` ``(B, ...)``, ``y`` ``(B,)``, in place.
 
-    The readable step, as in Flax's MNIST example (jit it with ``nnx.jit``);
-    :func:`companion.nnx_training.fit` runs :func:`guarded_train_step`, the same step
-    with a NaN guard.
+    Chapter 6's step; the global gradient norm goes to the metrics too (ignored by
+    metrics that do not average it).
     """
-    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, x, y)
-    optimizer.update(model, grads)
+    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+    (loss, logits), grads = grad_fn(model, x, y)
     metrics.update(loss=loss, logits=logits, labels=y, grad_norm=optax.tree.norm(grads))
+    optimizer.update(model, grads)
+
+
+def eval_step(
+    model: nnx.Module, metrics: nnx.MultiMetric, x: jax.Array, y: jax.Array
+) -> None:
+    """Add a batch's per-example losses and predictions to ``metrics`` (from
+    ``make_metrics(grad_norm=False)``).
+
+    Per-example losses, not their mean: ``nnx.metrics.Average`` then weighs every
+    example the same, in a smaller last batch too.
+    """
+    logits = model(x).astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    metrics.update(loss=losses, logits=logits, labels=y)
+
+
+class NonFiniteGuard(nnx.Module):
+    """The first optimizer step whose loss, gradients or new parameters were not
+    finite (-1: none yet), and what was seen there.
+    """
+
+    def __init__(self):
+        self.first_bad_step = nnx.Variable(jnp.array(-1, jnp.int32))
+        self.bad_loss = nnx.Variable(jnp.array(0.0, jnp.float32))
+        self.bad_grad_norm = nnx.Variable(jnp.array(0.0, jnp.float32))
+        # did a finite update make the parameters non-finite?
+        self.bad_params = nnx.Variable(jnp.array(False))
 
 
 def guarded_train_step(
@@ -122,65 +125,44 @@ def guarded_train_step(
     guard: NonFiniteGuard,
     x: jax.Array,
     y: jax.Array,
-    groups: int = 1,
-) -> jax.Array:
-    """:func:`train_step` with a NaN guard: a non-finite step is undone and recorded in
-    ``guard``.
+    loss: LossFn = loss_fn,
+) -> None:
+    """:func:`train_step` with the guard: a non-finite step, and every step after it,
+    is undone; the first is recorded in ``guard``.
+
+    The undoing is a select, ``jnp.where(ok, new, old)`` on every array of the model
+    and the optimizer: one pass over them per step, the same program on every backend.
 
     Args:
         model: the NNX model (updated in place).
         optimizer: its ``nnx.Optimizer`` (updated in place).
-        metrics: from :func:`make_metrics` (accumulates loss, accuracy and gradient
-            norm).
-        guard: records the first non-finite step (see the module docstring).
+        metrics: from :func:`make_metrics` (the loss, accuracy and gradient norm).
+        guard: a :class:`NonFiniteGuard` (see the module docstring).
         x: a batch of inputs ``(B, ...)``; y: integer labels ``(B,)``.
-        groups: row groups of the batch, as in :func:`loss_fn`.
-
-    Returns:
-        The batch loss, before the step.
+        loss: the loss function, ``(model, x, y) -> (loss, logits)``.
     """
-    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-    (loss, logits), grads = grad_fn(model, x, y, groups)
+    (value, logits), grads = nnx.value_and_grad(loss, has_aux=True)(model, x, y)
     grad_norm = optax.tree.norm(grads)
-    graphdef, state = nnx.split((model, optimizer))
-    # A snapshot: the state refers to the live Variables, tree.map takes their current
-    # arrays (immutable, so keeping them costs no copy).
-    before = jax.tree.map(lambda a: a, state)
+    # the arrays before the update (immutable: keeping them costs no copy)
+    before = jax.tree.map(lambda a: a, nnx.state((model, optimizer)))
     step = optimizer.step[...]
-
-    def update(state):
-        # merge takes over the state's Variables and the update writes into them: a
-        # copy, so that `before` keeps the old arrays
-        model, optimizer = nnx.merge(graphdef, jax.tree.map(lambda a: a, state))
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer))
-
-    grads_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    after = _either(grads_finite, update, before)
-    nnx.update((model, optimizer), after)
-    # A finite update can still overflow a parameter (a huge learning rate).
-    params_finite = jnp.isfinite(optax.tree.norm(nnx.state(model, nnx.Param)))
-    nnx.update((model, optimizer), _either(params_finite, lambda _: after, before))
+    optimizer.update(model, grads)
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    params_finite = jnp.all(jnp.stack([jnp.isfinite(p).all() for p in params]))
+    grads_finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     finite = grads_finite & params_finite
-    first = (guard.first_bad_step[...] < 0) & ~finite
+    clean = guard.first_bad_step[...] < 0
+    ok = finite & clean
+    after = jax.tree.map(lambda a: a, nnx.state((model, optimizer)))
+    nnx.update(
+        (model, optimizer),
+        jax.tree.map(lambda new, old: jnp.where(ok, new, old), after, before),
+    )
+    first = clean & ~finite
     guard.first_bad_step[...] = jnp.where(first, step, guard.first_bad_step[...])
-    guard.bad_loss[...] = jnp.where(first, loss, guard.bad_loss[...])
+    guard.bad_loss[...] = jnp.where(first, value, guard.bad_loss[...])
     guard.bad_grad_norm[...] = jnp.where(first, grad_norm, guard.bad_grad_norm[...])
-    guard.bad_params[...] = jnp.where(first, ~params_finite, guard.bad_params[...])
-    metrics.update(loss=loss, logits=logits, labels=y, grad_norm=grad_norm)
-    return loss
-
-
-def _either(finite: jax.Array, new: Callable[[T], T], old: T) -> T:
-    """``new(old)`` if ``finite``, else ``old`` (pytrees of arrays, one structure).
-
-    On a CPU, a branch (``lax.cond``): XLA runs only the branch taken, so a finite step
-    costs one scalar test, where a select (``jnp.where(finite, new, old)`` on every
-    array) is one more pass over the parameters and both of Adam's moments in every
-    step. On a GPU, picking a branch can mean copying the predicate to the host and
-    waiting for it, once per step; there the select, one pass at the accelerator's
-    memory bandwidth, is kept.
-    """
-    if jax.default_backend() == "cpu":
-        return jax.lax.cond(finite, new, lambda state: state, old)
-    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new(old), old)
+    guard.bad_params[...] = jnp.where(
+        first, grads_finite & ~params_finite, guard.bad_params[...]
+    )
+    metrics.update(loss=value, logits=logits, labels=y, grad_norm=grad_norm)

@@ -1,9 +1,18 @@
-"""The optimizer of chapter 6: AdamW with warmup, cosine decay and clipping, as an
-``nnx.Optimizer``.
+"""Chapter 6's optimizer: clipping, then AdamW on a warmup-cosine schedule.
 
-A frozen :class:`OptimizerConfig` names every setting; :func:`make_tx` turns it into an
-optax transformation, :func:`make_optimizer` into the ``nnx.Optimizer`` that
+A frozen :class:`OptimizerConfig` names every setting; :func:`make_schedule` is its
+learning rate, :func:`make_tx` the optax chain chapter 6 writes
+(``optax.chain(optax.clip_by_global_norm(c), optax.adamw(schedule, weight_decay=wd))``),
+and :func:`make_optimizer` the ``nnx.Optimizer`` over a model's ``nnx.Param`` s that
 :func:`companion.nnx_training.fit` updates.
+
+Examples:
+    >>> import jax.numpy as jnp
+    >>> tx = make_tx(OptimizerConfig(peak_lr=0.1, warmup_steps=0, total_steps=10))
+    >>> params = {"w": jnp.ones(3)}
+    >>> updates, _ = tx.update({"w": jnp.full(3, 5.0)}, tx.init(params), params)
+    >>> updates["w"].shape
+    (3,)
 """
 
 from __future__ import annotations

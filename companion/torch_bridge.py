@@ -362,7 +362,7 @@ def mlp_from_torch(module, activation: str | None = None) -> MLP:
     return model
 
 
-def cnn_from_torch(module, *, conv: str = "winograd") -> CNN:
+def cnn_from_torch(module, *, conv: str = "lax") -> CNN:
     """An NNX ``CNN`` holding the weights of the book's CNN in PyTorch: conv weights
     OIHW → HWIO, ``dense1``'s columns from the NCHW flatten ``(c, h, w)`` to the NHWC
     flatten ``(h, w, c)``, ``dense2`` transposed.
@@ -371,8 +371,9 @@ def cnn_from_torch(module, *, conv: str = "winograd") -> CNN:
         module: a ``torch.nn.Module`` with the layers of :func:`new_torch_cnn` (two
             ``Conv2d``, two ``Linear`` of the same shapes), taking ``(B, 784)`` or
             ``(B, 1, 28, 28)`` images.
-        conv: the NNX model's convolution form (``"winograd"``, ``"patches"`` or
-            ``"lax"``: :class:`companion.nnx_models.CNN`).
+        conv: the NNX model's convolution form: ``"lax"`` (the textbook
+            ``nnx.Conv``, the default) or an opt-in CPU form, ``"winograd"`` or
+            ``"patches"`` (:class:`companion.nnx_models.CNN`).
 
     Raises:
         ValueError: other layers or shapes, or the copy's logits differ from the

@@ -1,11 +1,79 @@
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from companion import mlp
+from companion import mlp, nnx_models
 from companion.nnx_models import CNN, MLP
+
+
+# --- the classes chapter 6 writes, copied exactly from the chapter -------------------
+class ChapterMLP(nnx.Module):
+    def __init__(self, sizes, *, rngs):
+        self.layers = nnx.List(
+            [
+                nnx.Linear(n_in, n_out, rngs=rngs)
+                for n_in, n_out in zip(sizes[:-1], sizes[1:])  # noqa: B905
+            ]
+        )
+
+    def __call__(self, x):
+        for layer in self.layers[:-1]:
+            x = nnx.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class ChapterCNN(nnx.Module):
+    def __init__(self, *, rngs):
+        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
+        self.dense1 = nnx.Linear(7 * 7 * 64, 256, rngs=rngs)
+        self.dense2 = nnx.Linear(256, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = x.reshape(-1, 28, 28, 1)  # (B, 784) -> (B, 28, 28, 1)
+        x = nnx.relu(self.conv1(x))  # (B, 28, 28, 32)
+        x = nnx.avg_pool(x, (2, 2), strides=(2, 2))  # (B, 14, 14, 32)
+        x = nnx.relu(self.conv2(x))  # (B, 14, 14, 64)
+        x = nnx.avg_pool(x, (2, 2), strides=(2, 2))  # (B, 7, 7, 64)
+        x = x.reshape(x.shape[0], -1)  # (B, 3136)
+        x = nnx.relu(self.dense1(x))  # (B, 256)
+        return self.dense2(x)  # (B, 10)
+
+
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_chapters_classes_and_the_companions_give_the_same_logits(seed):
+    x = jax.random.uniform(jax.random.key(1), (6, 784))
+    pairs = [
+        (ChapterMLP([784, 32, 16, 10], rngs=nnx.Rngs(seed)),
+         MLP([784, 32, 16, 10], rngs=nnx.Rngs(seed))),
+        (ChapterCNN(rngs=nnx.Rngs(seed)), CNN(rngs=nnx.Rngs(seed))),
+    ]  # fmt: skip
+    for chapters, ours in pairs:
+        theirs_p = jax.tree.leaves(nnx.state(chapters, nnx.Param))
+        ours_p = jax.tree.leaves(nnx.state(ours, nnx.Param))
+        assert len(theirs_p) == len(ours_p)
+        for a, b in zip(theirs_p, ours_p, strict=True):
+            np.testing.assert_array_equal(a, b)  # the same draws, in the same order
+        np.testing.assert_array_equal(chapters(x), ours(x))
+        np.testing.assert_array_equal(nnx.jit(chapters)(x), nnx.jit(ours)(x))
+
+
+def test_a_plain_list_of_layers_is_refused_by_nnx_so_mlp_uses_nnx_list():
+    class Plain(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = [nnx.Linear(2, 2, rngs=rngs)]
+
+    with pytest.raises(ValueError, match=r"nnx\.List"):
+        Plain(nnx.Rngs(0))
+    assert isinstance(MLP([4, 3, 2], rngs=nnx.Rngs(0)).layers, nnx.List)
 
 
 @pytest.mark.parametrize("sizes", [[784, 128, 10], [5, 3], [12, 16, 16, 7]])
@@ -47,7 +115,7 @@ def test_mlp_and_cnn_refuse_bad_shapes():
         CNN(rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28)))
 
 
-def test_cnn_shapes_parameters_and_layouts():
+def test_cnn_shapes_parameters_and_preactivations():
     model = CNN(rngs=nnx.Rngs(0))
     x = jax.random.uniform(jax.random.key(0), (3, 784))
     np.testing.assert_array_equal(model(x), model(x.reshape(3, 28, 28, 1)))
@@ -55,6 +123,21 @@ def test_cnn_shapes_parameters_and_layouts():
     assert count == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3136 * 256 + 256) + (
         256 * 10 + 10
     )
+    pre = model.preactivations(x)
+    assert {k: v.shape for k, v in pre.items()} == {
+        "conv1": (3, 28, 28, 32),
+        "conv2": (3, 14, 14, 64),
+        "dense1": (3, 256),
+    }
+    # the ReLU of dense1's input, through dense2, is the model's output
+    np.testing.assert_allclose(
+        model.dense2(jax.nn.relu(pre["dense1"])), model(x), rtol=1e-6, atol=1e-6
+    )
+    hidden = MLP([784, 16, 8, 10], rngs=nnx.Rngs(0)).preactivations(x)
+    assert {k: v.shape for k, v in hidden.items()} == {
+        "layers/0": (3, 16),
+        "layers/1": (3, 8),
+    }
 
 
 def test_cnn_against_an_independent_convolution():
@@ -73,15 +156,11 @@ def test_cnn_against_an_independent_convolution():
             return y + layer.bias[...]
 
         def pool(x):
-            return (
-                jax.lax.reduce_window(
-                    x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
-                )
-                / 4
-            )
+            window = (1, 2, 2, 1)
+            return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID")
 
-        h = pool(jax.nn.relu(conv(x, model.conv1)))
-        h = pool(jax.nn.relu(conv(h, model.conv2))).reshape(2, -1)
+        h = pool(jax.nn.relu(conv(x, model.conv1))) / 4
+        h = (pool(jax.nn.relu(conv(h, model.conv2))) / 4).reshape(2, -1)
         h = jax.nn.relu(h @ model.dense1.kernel[...] + model.dense1.bias[...])
         return h @ model.dense2.kernel[...] + model.dense2.bias[...]
 
@@ -98,20 +177,37 @@ def test_bfloat16_compute_keeps_float32_parameters():
     np.testing.assert_allclose(
         half(x).astype(jnp.float32), model(x), rtol=0.05, atol=0.05
     )
+    cnn = CNN(rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    assert cnn.conv1.kernel.dtype == jnp.float32 and cnn(x).dtype == jnp.bfloat16
 
 
-def test_cnn_conv_forms_compute_the_same_function():
-    lax_ = CNN(rngs=nnx.Rngs(4), conv="lax")
-    assert isinstance(lax_.conv1, nnx.Conv) and type(lax_.conv1) is nnx.Conv
+def test_the_opt_in_conv_forms_compute_the_same_function():
+    textbook = CNN(rngs=nnx.Rngs(4))
+    assert textbook.conv == "lax" and type(textbook.conv1) is nnx.Conv  # the default
     x = jax.random.uniform(jax.random.key(0), (3, 784))
     for form in ("winograd", "patches"):
         fast = CNN(rngs=nnx.Rngs(4), conv=form)
         assert fast.conv2.winograd == (form == "winograd")
-        a, b = nnx.state(fast, nnx.Param), nnx.state(lax_, nnx.Param)
-        assert jax.tree.structure(a) == jax.tree.structure(b)  # the same parameters
-        # float32 sums in a different order: agreement to rounding, far below the
-        # logits
-        np.testing.assert_allclose(fast(x), lax_(x), rtol=1e-4, atol=1e-5)
-    assert CNN(rngs=nnx.Rngs(0)).conv == "winograd"  # the default
-    with pytest.raises(ValueError, match=r"conv must be one of .*'winograd'.*'fft'"):
+        a, b = nnx.state(fast, nnx.Param), nnx.state(textbook, nnx.Param)
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)  # the same parameters
+        # float32 sums in another order: agreement to rounding, far below the logits
+        np.testing.assert_allclose(fast(x), textbook(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"conv must be one of .*'lax'.*'fft'"):
         CNN(rngs=nnx.Rngs(0), conv="fft")
+    assert nnx_models.CONV_FORMS[0] == "lax"
+
+
+def test_the_default_models_do_not_load_the_cpu_speed_path():
+    code = (
+        "import sys, jax.numpy as jnp; from flax import nnx; "
+        "from companion.nnx_models import CNN, MLP; "
+        "CNN(rngs=nnx.Rngs(0))(jnp.ones((1, 784))); "
+        "MLP([4, 2], rngs=nnx.Rngs(0))(jnp.ones((1, 4))); "
+        "print(sorted(m for m in ('companion.conv', 'companion.cpu') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,24 +1,30 @@
-"""Diagnosing a training run that goes wrong (chapter 8), on a reader's model and data.
+"""Diagnosing a training run that goes wrong (chapter 8), on any NNX model and data.
 
 Each function answers one question of the field guide and returns plain numbers:
 
 - :func:`input_stats` — are the inputs normalised? (range, mean, spread, constant
   features, non-finite values, with warnings);
-- :func:`activation_stats` — per hidden layer, the mean and spread of the activations
-  and the fraction of *dead* units (no gradient for any example of the batch);
-- :func:`grad_norms` — the gradient norm of every parameter array;
-- :func:`overfit_one_batch` — can the model drive the loss on one small batch to ~0?
-- :func:`report` — all of the above as a short, readable verdict;
+- :func:`layer_stats` — per ``nnx.Linear`` or ``nnx.Conv`` layer, the mean and spread
+  of its outputs and the fraction of *dead* units (no gradient for any example);
+- :func:`grad_norms` — the gradient norm of every parameter, by its path in the model;
+- :func:`overfit_one_batch` — can a copy of the model drive the loss on one small batch
+  to ~0?
+- :func:`report` — all of the above, and whether the model returns probabilities where
+  the loss expects logits, as a short verdict;
 - :func:`confusion_matrix` — where the mistakes go.
 
-Models: chapter-2 parameters (a list of ``(W, b)``, with ``activation=``), and the NNX
-``MLP`` and ``CNN`` of :mod:`companion.nnx_models` (anything with a ``preactivations``
-method and a ``__call__`` giving logits).
+Models: any ``nnx.Module`` mapping a batch ``(B, ...)`` to logits ``(B, C)``; nothing
+needs to be added to it. Its layers are read during one call: every ``nnx.Linear`` and
+``nnx.Conv`` (subclasses included) is intercepted while it runs, its output recorded by
+its path in the model. Chapter-2 parameters (a list of ``(W, b)``) are converted once
+into :class:`companion.nnx_models.MLP`. The model passed in is never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import jax
@@ -28,7 +34,6 @@ import optax
 from flax import nnx
 from jax.typing import ArrayLike
 
-from companion import mlp, nnx_steps
 from companion.checks import check_labels
 
 __all__ = [
@@ -36,17 +41,15 @@ __all__ = [
     "LayerStats",
     "OverfitResult",
     "Report",
-    "activation_stats",
     "confusion_matrix",
     "grad_norms",
     "input_stats",
+    "layer_stats",
     "overfit_one_batch",
     "report",
 ]
 
-# A unit counts as dead when its derivative is below this share of its maximum for every
-# example: exactly 0 for a ReLU (z <= 0), saturation for tanh and sigmoid.
-_SATURATED = 0.01
+LAYERS = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)  # the layers read, subclasses too
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,10 @@ class InputStats:
 
 @dataclass(frozen=True)
 class LayerStats:
-    """One hidden layer's activations on a batch."""
+    """One layer's outputs (pre-activations) on a batch."""
 
-    name: str
-    mean: float  # of σ(z)
+    name: str  # the layer's path in the model, e.g. "layers/0" or "conv2"
+    mean: float
     std: float
     dead_fraction: float  # units (channels) with no gradient for any example
 
@@ -165,111 +168,139 @@ def input_stats(x: ArrayLike) -> InputStats:
     )
 
 
-def _preactivations(model, x, activation):
-    # {name: z} for each hidden layer, and the activation that follows it
+def _as_model(model, activation: str = "relu") -> nnx.Module:
+    """A copy of ``model`` to look at: chapter-2 params become an NNX ``MLP``."""
     if isinstance(model, list | tuple):
-        mlp.check_params(list(model))
-        sigma = mlp.get_activation(activation)
-        pre, a = {}, jnp.asarray(x)
-        if a.ndim != 2 or a.shape[1] != model[0][0].shape[0]:
-            raise ValueError(
-                f"x must be (B, {model[0][0].shape[0]}) for these params; got {a.shape}"
-            )
-        for i, (W, b) in enumerate(model[:-1]):
-            pre[f"layer {i + 1}"] = z = a @ W + b
-            a = sigma(z)
-        return pre, activation
-    if not hasattr(model, "preactivations"):
+        from companion.nnx_models import MLP
+
+        return MLP.from_params(list(model), activation=activation)
+    if not isinstance(model, nnx.Module):
         raise TypeError(
-            "diagnose knows chapter-2 params (a list of (W, b)) and models with a "
-            "preactivations(x) method (companion.nnx_models); got "
-            f"{type(model).__name__}"
+            "diagnose takes an nnx.Module (mapping (B, ...) to logits) or chapter-2 "
+            f"params (a list of (W, b)); got {type(model).__name__}"
         )
-    return model.preactivations(jnp.asarray(x)), getattr(model, "activation", "relu")
+    return nnx.clone(model)
 
 
-def _dead(z: jax.Array, activation: str) -> jax.Array:
-    # per example and unit: is σ′(z) below _SATURATED of its maximum?
-    if activation == "relu":
-        return z <= 0
-    if activation == "tanh":
-        return 1 - jnp.tanh(z) ** 2 < _SATURATED
-    s = jax.nn.sigmoid(z)
-    return s * (1 - s) < _SATURATED * 0.25  # σ′ peaks at 1/4
+def _loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    logits = logits.astype(jnp.float32)  # (B, C)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def activation_stats(
-    model, x: ArrayLike, *, activation: str = "relu"
+@contextlib.contextmanager
+def _layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
+    """While inside, each layer of ``model`` in :data:`LAYERS` records its output in
+    ``outputs[path]``, plus ``shift[path]`` when given (to differentiate the loss with
+    respect to the output)."""
+    names = {
+        id(node): "/".join(map(str, path))
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, LAYERS)
+    }
+    classes = {type(node) for _, node in nnx.iter_graph(model)} & {
+        type(n) for _, n in nnx.iter_graph(model) if isinstance(n, LAYERS)
+    }
+    own = {cls: cls.__dict__.get("__call__") for cls in classes}
+    active: set[int] = set()  # a layer calling its parent class's __call__
+
+    def wrap(call):
+        def recorded(self, *args, **kwargs):
+            if id(self) in active or id(self) not in names:
+                return call(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                out = call(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            name = names[id(self)]
+            outputs[name] = out = out if shift is None else out + shift[name]
+            return out
+
+        return recorded
+
+    try:
+        for cls in classes:
+            cls.__call__ = wrap(cls.__call__)
+        yield
+    finally:
+        for cls, call in own.items():
+            if call is None:
+                del cls.__call__  # it was inherited
+            else:
+                cls.__call__ = call
+
+
+def _layer_grads(model: nnx.Module, x: jax.Array, y: jax.Array):
+    """Each layer's output ``z`` and ``∂L/∂z`` per example, by path; and the logits."""
+    outputs: dict[str, jax.Array] = {}
+    with _layers_recorded(model, outputs):
+        logits = model(x)
+    if not outputs:
+        raise ValueError(
+            f"no nnx.Linear or nnx.Conv layer ran in a call of {type(model).__name__}"
+        )
+
+    def loss_of(shift):
+        with _layers_recorded(model, {}, shift):
+            return _loss(model(x), y)
+
+    zeros = {name: jnp.zeros_like(z) for name, z in outputs.items()}
+    # mean loss: ∂L/∂z of example i is 1/B of its own loss's; 0 stays 0
+    return outputs, jax.grad(loss_of)(zeros), logits
+
+
+def _prepare(model, x, y, activation):
+    x, y = _check_batch(x, y)
+    model = _as_model(model, activation)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    logits = jax.eval_shape(model, x[:1])
+    if len(logits.shape) != 2:
+        raise ValueError(f"the model must return logits (B, C); got {logits.shape}")
+    check_labels(np.asarray(y), int(logits.shape[-1]), name="y")
+    return model, x, y
+
+
+def layer_stats(
+    model, x: ArrayLike, y: ArrayLike, *, activation: str = "relu"
 ) -> list[LayerStats]:
-    """Per hidden layer: mean and std of ``σ(z)`` on the batch ``x``, and the fraction
-    of dead units.
+    """Per layer, in call order: mean and std of its output ``z`` on the batch, and
+    the fraction of its units that are dead.
 
-    A unit (a channel, for a convolution) is *dead* on the batch when its activation's
-    derivative is ~0 for every example (and every position): for a ReLU, ``z <= 0``
-    everywhere, so no gradient reaches its weights; for tanh and sigmoid, saturation
-    (derivative below 1 % of its maximum).
+    A unit (a channel, for a convolution) is *dead* on the batch when the loss's
+    gradient with respect to its output is exactly 0 for every example and position:
+    nothing it does reaches the loss, so nothing reaches its weights (a ReLU whose
+    input is ≤ 0 everywhere; a sigmoid saturated to 1.0 in float32).
 
     Args:
-        model: chapter-2 params (then ``activation`` names σ), or an NNX model with
-            ``preactivations`` (``companion.nnx_models.MLP``/``CNN``).
-        x: a batch ``(B, ...)`` the model takes.
+        model: an ``nnx.Module`` returning logits, or chapter-2 params (then
+            ``activation`` names their σ).
+        x: a batch ``(B, ...)`` the model takes; y: its labels ``(B,)``.
     """
-    (_,) = _check_batch(x)
-    pre, activation = _preactivations(model, x, activation)
-    sigma = mlp.get_activation(activation)
+    model, x, y = _prepare(model, x, y, activation)
+    outputs, grads, _ = _layer_grads(model, x, y)
     stats = []
-    for name, z in pre.items():
-        a = sigma(z)
-        dead = _dead(z, activation).reshape(-1, z.shape[-1]).all(axis=0)  # (units,)
+    for name, z in outputs.items():
+        silent = (grads[name] == 0).reshape(-1, z.shape[-1]).all(axis=0)  # (units,)
         stats.append(
-            LayerStats(name, float(a.mean()), float(a.std()), float(dead.mean()))
+            LayerStats(name, float(z.mean()), float(z.std()), float(silent.mean()))
         )
     return stats
-
-
-def _loss_and_grads(model, x, y, activation):
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    if isinstance(model, list | tuple):
-        from companion.sgd import loss_fn
-
-        loss, grads = jax.value_and_grad(loss_fn)(list(model), x, y, activation)
-        names = [f"{k}{i + 1}" for i in range(len(model)) for k in ("W", "b")]
-        return loss, dict(zip(names, jax.tree.leaves(grads), strict=True))
-    (loss, _), grads = nnx.value_and_grad(nnx_steps.loss_fn, has_aux=True)(model, x, y)
-    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
-    # the state's path: dict keys and list indices (the Variable's ".value" left out)
-    names = [
-        "/".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in p).strip("/")
-        for p, _ in flat
-    ]
-    return loss, dict(zip(names, (g for _, g in flat), strict=True))
 
 
 def grad_norms(
     model, x: ArrayLike, y: ArrayLike, *, activation: str = "relu"
 ) -> dict[str, float]:
-    """The L2 norm of the loss gradient for every parameter array, by name, on the
-    batch ``(x, y)``.
+    """The L2 norm of the loss gradient for every parameter, by its path in the model
+    (``layers/0/kernel``, ``conv2/bias``), on the batch ``(x, y)``.
 
-    Names: ``W1``, ``b1``, ... for chapter-2 params; the NNX state path (e.g.
-    ``layers/0/kernel``) for NNX models. The loss is the mean cross-entropy; labels
-    are checked against the model's number of classes.
+    The loss is the mean cross-entropy of the model's logits (in float32).
     """
-    x, y = _check_batch(x, y)
-    _check_classes(model, x, y, activation)
-    _, grads = _loss_and_grads(model, x, y, activation)
-    return {name: float(jnp.linalg.norm(g.ravel())) for name, g in grads.items()}
-
-
-def _check_classes(model, x, y, activation) -> int:
-    logits = (
-        mlp.forward(list(model), x, activation)
-        if isinstance(model, list | tuple)
-        else model(jnp.asarray(x[:1]))
-    )
-    classes = int(logits.shape[-1])
-    check_labels(y, classes, name="y")
-    return classes
+    model, x, y = _prepare(model, x, y, activation)
+    grads = nnx.grad(lambda m: _loss(m(x), y))(model)
+    return {
+        "/".join(map(str, path)): float(jnp.linalg.norm(jnp.ravel(g[...])))
+        for path, g in nnx.to_flat_state(grads)
+    }
 
 
 def overfit_one_batch(
@@ -288,24 +319,21 @@ def overfit_one_batch(
     If they cannot, the bug is in the model, the loss or the labels, not in the data's
     difficulty: one batch can be memorised. The model passed in is not changed.
     """
-    x, y = _check_batch(x, y)
     if steps < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
-    _check_classes(model, x, y, activation)
-    if isinstance(model, list | tuple):
-        from companion.nnx_models import MLP
+    model, x, y = _prepare(model, x, y, activation)
+    optimizer = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
 
-        model = MLP.from_params(list(model), activation=activation)
-    else:
-        model = nnx.clone(model)
-    opt = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
-    metrics = nnx_steps.make_metrics()
-    step = nnx.jit(nnx_steps.train_step)
-    xb, yb = jnp.asarray(x), jnp.asarray(y)
-    first = float(nnx_steps.loss_fn(model, xb, yb)[0])
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: _loss(m(x), y))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    first = float(_loss(model(x), y))
     for _ in range(steps):
-        step(model, opt, metrics, xb, yb)
-    final = float(nnx_steps.loss_fn(model, xb, yb)[0])
+        step(model, optimizer)
+    final = float(_loss(model(x), y))
     return OverfitResult(first, final, steps, target, bool(final < target))
 
 
@@ -342,15 +370,16 @@ def report(
     overfit: bool = True,
     dead_warn: float = 0.5,
 ) -> Report:
-    """A short verdict on a model and a batch: inputs, initial loss, activations, dead
-    units, gradients and (``overfit``) the overfit-one-batch check. Print it.
+    """A short verdict on a model and a batch: inputs, outputs, initial loss, each
+    layer's outputs and dead units, gradients, and (``overfit``) the overfit check.
 
-    Flags: input warnings (:func:`input_stats`); a loss not finite, or above 3 × ln C
-    (a fresh model should be near ln C, chance); a layer with more than ``dead_warn`` of
-    its units dead; a gradient that is not finite or exactly 0; a failed overfit check.
+    Flags: input warnings (:func:`input_stats`); outputs that are probabilities (in
+    [0, 1], each row summing to 1) where the loss expects logits; a loss not finite,
+    or above 3 × ln C (a fresh model should be near ln C, chance); a layer with more
+    than ``dead_warn`` of its units dead; a parameter whose gradient is not finite or
+    exactly 0 (nothing flows back to it); a failed overfit check. Print it.
     """
-    x, y = _check_batch(x, y)
-    classes = _check_classes(model, x, y, activation)
+    model, xa, ya = _prepare(model, x, y, activation)
     problems, lines = [], []
     stats = input_stats(x)
     lines.append(
@@ -358,8 +387,15 @@ def report(
         f"{stats.max:.3g}], {stats.constant_features} constant feature(s)"
     )
     problems += [f"inputs: {w}" for w in stats.warnings]
-    loss, grads = _loss_and_grads(model, x, y, activation)
-    loss, chance = float(loss), math.log(classes)
+    logits = model(xa)  # (B, C)
+    classes = int(logits.shape[-1])
+    rows = jnp.sum(logits, axis=-1)
+    if bool(jnp.all((logits >= 0) & (logits <= 1)) & jnp.all(jnp.abs(rows - 1) < 1e-3)):
+        problems.append(
+            "outputs: every row is in [0, 1] and sums to 1 — probabilities, where "
+            "the cross-entropy expects logits: remove the softmax from the model"
+        )
+    loss, chance = float(_loss(logits, ya)), math.log(classes)
     lines.append(f"loss: {loss:.4g} (chance, ln {classes}: {chance:.4g})")
     if not math.isfinite(loss):
         problems.append(f"loss: {loss} — not finite")
@@ -368,9 +404,9 @@ def report(
             f"loss: {loss:.3g} is over 3 × ln {classes}: confidently wrong "
             "(input scale? initialisation?)"
         )
-    for layer in activation_stats(model, x, activation=activation):
+    for layer in layer_stats(model, xa, ya):
         lines.append(
-            f"{layer.name}: activation mean {layer.mean:.3g}, std {layer.std:.3g}, "
+            f"{layer.name}: output mean {layer.mean:.3g}, std {layer.std:.3g}, "
             f"dead {100 * layer.dead_fraction:.0f}%"
         )
         if layer.dead_fraction > dead_warn:
@@ -378,17 +414,16 @@ def report(
                 f"{layer.name}: {100 * layer.dead_fraction:.0f}% of units dead (no "
                 "gradient for any example)"
             )
-    for name, g in grads.items():
-        norm = float(jnp.linalg.norm(g.ravel()))
+    for name, norm in grad_norms(model, xa, ya).items():
         lines.append(f"grad {name}: norm {norm:.3g}")
         if not math.isfinite(norm):
             problems.append(f"grad {name}: not finite")
         elif norm == 0:
-            problems.append(f"grad {name}: exactly 0 (nothing flows back)")
+            problems.append(f"grad {name}: exactly 0 (no gradient flows back to it)")
     if overfit:
-        result = overfit_one_batch(model, x[:32], y[:32], activation=activation)
+        result = overfit_one_batch(model, xa[:32], ya[:32])
         lines.append(
-            f"overfit {min(32, len(y))} examples: loss {result.first_loss:.3g} -> "
+            f"overfit {min(32, len(ya))} examples: loss {result.first_loss:.3g} -> "
             f"{result.final_loss:.3g} in {result.steps} Adam steps"
         )
         if not result.passed:

@@ -8,8 +8,9 @@ validation and docstrings:
 - :func:`sgd_update`: one step, ``θ ← θ − lr · ∇L(θ)``, with ``jax.value_and_grad``.
 - :func:`train_epoch`: one epoch over shuffled full batches
   (:func:`companion.batching.batch_indices`), run ``"eager"`` (no ``jit``: every array
-  operation dispatched from Python), ``"jit"`` (one compiled step per batch, called
-  from a Python loop) or ``"scan"`` (the whole epoch one compiled ``lax.scan``).
+  operation dispatched from Python), ``"jit"`` (:data:`jit_update`, one compiled step
+  per batch, called from a Python loop) or ``"scan"`` (:func:`train_epoch_scan`, the
+  whole epoch one compiled ``lax.scan``).
 
 Every mode runs the same update on the same batches, so they compute the same numbers
 (to float rounding); they differ only in how much Python runs per step. An epoch uses
@@ -34,10 +35,12 @@ from companion.losses import softmax_cross_entropy_with_integer_labels
 __all__ = [
     "MODES",
     "check_inputs",
+    "jit_update",
     "loss_fn",
     "sgd_update",
     "trace_counts",
     "train_epoch",
+    "train_epoch_scan",
 ]
 
 MODES = ("eager", "jit", "scan")
@@ -106,21 +109,26 @@ def sgd_update(
 
 
 @functools.partial(jax.jit, static_argnames="activation")
-def _jit_update(params, x, y, lr, activation):
+def jit_update(params, x, y, lr, activation="relu"):
+    """:func:`sgd_update`, compiled: one dispatch per step."""
     _TRACES["step"] += 1
     return sgd_update(params, x, y, lr, activation)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "activation"))
-def _scan_epoch(params, x, y, lr, key, *, batch_size, activation):
+def train_epoch_scan(params, x, y, key, lr, batch_size, activation="relu"):
+    """One epoch as one compiled ``lax.scan`` over the rows of
+    :func:`companion.batching.batch_indices` (``key`` ``None``: in order), on data
+    already validated. Returns ``(new_params, mean_loss)``.
+    """
     _TRACES["epoch"] += 1
 
-    def body(params, idx):  # idx: (B,) rows of this step's batch
-        return sgd_update(params, x[idx], y[idx], lr, activation)
+    def body(params, rows):  # (carry, one row of xs) -> (carry, output)
+        return sgd_update(params, x[rows], y[rows], lr, activation)
 
-    batches = batch_indices(key, y.shape[0], batch_size)  # (steps, B)
-    params, losses = jax.lax.scan(body, params, batches)
-    return params, jnp.mean(losses)
+    batches = batch_indices(key, len(y), batch_size)  # (steps, B)
+    params, batch_losses = jax.lax.scan(body, params, batches)
+    return params, batch_losses.mean()
 
 
 def check_inputs(
@@ -145,11 +153,11 @@ def train_epoch(
     params: mlp.Params,
     x: ArrayLike,
     y: ArrayLike,
+    key: jax.Array | None = None,
     *,
     lr: float,
     batch_size: int,
     mode: str = "scan",
-    key: jax.Array | None = None,
     validate: bool = True,
     activation: str = "relu",
 ) -> tuple[mlp.Params, jax.Array]:
@@ -160,10 +168,10 @@ def train_epoch(
         x: inputs ``(N, 784)``; pass a ``jax.Array`` to keep the data on the device
             between epochs.
         y: integer labels ``(N,)``.
+        key: shuffle the examples with this PRNG key; ``None`` keeps their order.
         lr: learning rate.
         batch_size: examples per step.
         mode: ``"eager"``, ``"jit"`` or ``"scan"`` (see the module docstring).
-        key: shuffle the examples with this PRNG key; ``None`` keeps their order.
         validate: check shapes, labels and finiteness first (``fit`` does it once, then
             skips it).
         activation: the hidden layers' nonlinearity, as in
@@ -185,16 +193,12 @@ def train_epoch(
     if validate:
         check_inputs(x, y, params, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    batches = batch_indices(key, y.shape[0], batch_size)  # (steps, B), checked
+    batches = batch_indices(key, len(y), batch_size)  # (steps, B), checked
     if mode == "scan":
-        return _scan_epoch(
-            params, x, y, lr, key, batch_size=batch_size, activation=activation
-        )
-    losses = []
-    for idx in batches:
-        if mode == "jit":
-            params, loss = _jit_update(params, x[idx], y[idx], lr, activation)
-        else:
-            params, loss = sgd_update(params, x[idx], y[idx], lr, activation)
-        losses.append(loss)  # kept on the device: no host round-trip per step
-    return params, jnp.mean(jnp.stack(losses))
+        return train_epoch_scan(params, x, y, key, lr, batch_size, activation)
+    step = jit_update if mode == "jit" else sgd_update
+    batch_losses = []
+    for rows in batches:
+        params, loss = step(params, x[rows], y[rows], lr, activation)  # (B, 784)
+        batch_losses.append(loss)  # kept on the device: no host round-trip per step
+    return params, jnp.mean(jnp.stack(batch_losses))

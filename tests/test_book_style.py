@@ -17,7 +17,7 @@ import pytest
 from test_prose_numbers import prose
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "book").glob("[0-9][0-9]_*.md")) + [ROOT / "book" / "intro.md"]
+PAGES = [*sorted((ROOT / "book").glob("[0-9][0-9]_*.md")), ROOT / "book" / "intro.md"]
 COLUMN = 78  # characters of code a rendered cell shows without scrolling
 MAX_SHOWN_LINES = 40
 

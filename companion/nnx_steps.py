@@ -55,8 +55,12 @@ def loss_fn(
     and its logits ``(B, C)`` as auxiliary output.
 
     The logits are cast to float32 first, whatever the model computes in (mixed
-    precision: the loss in float32). Labels are not checked here (a step on validated
-    data): JAX's indexing clamps a label outside ``[0, C)`` to the nearest class.
+    precision: the loss, and the mean over the batch, to float32's precision; optax's
+    cross-entropy is the stable log-sum-exp form, finite in 16-bit formats too). Labels
+    are not checked here (a step on validated data): a label of ``C`` or more gives a
+    NaN loss (optax picks the label's log-probability with ``take_along_axis``, which
+    fills an out-of-range pick with NaN), and a label in ``[-C, 0)`` silently counts
+    from the end, as a negative index does in Python.
     """
     logits = model(x).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()

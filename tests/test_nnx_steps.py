@@ -33,6 +33,20 @@ def test_loss_fn_against_float64_numpy_and_in_float32_for_bfloat16_models():
     assert loss16.dtype == logits16.dtype == jnp.float32
 
 
+def test_loss_fn_of_an_unchecked_label_is_nan_above_and_wraps_below():
+    """What the docstring says: no clamping; C or more is NaN, [-C, 0) counts from
+    the end (a step does not check labels: fit does, once)."""
+    x, _ = blobs(3)
+    model = MLP([20, 16, 4], rngs=nnx.Rngs(0))
+    xb = jnp.asarray(x)
+    step_loss = jax.jit(lambda y: nnx_steps.loss_fn(model, xb, y)[0])
+    assert np.isnan(float(step_loss(jnp.array([0, 1, 4]))))
+    assert np.isnan(float(step_loss(jnp.array([0, 1, 100]))))
+    assert float(step_loss(jnp.array([0, 1, -1]))) == pytest.approx(
+        float(step_loss(jnp.array([0, 1, 3]))), rel=1e-6
+    )
+
+
 @pytest.mark.parametrize("guarded", [False, True])
 def test_a_step_with_sgd_is_the_chapter_5_update(guarded):
     x, y = blobs(64)

@@ -34,8 +34,10 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
 - :mod:`companion.bench_cnn` — the CNN's training steps timed, with PyTorch beside them
   (chapter 6)
-- :mod:`companion.diagnose` — inputs, dead units, gradient norms, overfit one batch, a
-  report (chapter 8)
+- :mod:`companion.data_stats` — input statistics with warnings, the confusion matrix
+  (chapter 8)
+- :mod:`companion.diagnose` — any NNX model's layers, dead units, gradient norms,
+  overfit one batch, a report (chapter 8)
 - :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
   7)
 - :mod:`companion.torch_bridge` — weights between the book's JAX models and their
@@ -64,6 +66,7 @@ _SUBMODULES = (
     "conv",
     "cpu",
     "data",
+    "data_stats",
     "diagnose",
     "idx",
     "loop",

@@ -1,23 +1,18 @@
 """Diagnosing a training run that goes wrong (chapter 8), on any NNX model and data.
 
 Each function answers one question of the field guide and returns plain numbers:
+:func:`layer_stats` (per ``nnx.Linear``/``nnx.Conv`` layer: its outputs' mean and
+spread, and the fraction of *dead* units, with no gradient for any example),
+:func:`grad_norms` (by parameter path), :func:`overfit_one_batch` (can a copy of the
+model memorise one small batch?), and :func:`report`, a short verdict with all of them
+and :func:`~companion.data_stats.input_stats`, offered here with
+:func:`~companion.data_stats.confusion_matrix`.
 
-- :func:`input_stats` — are the inputs normalised? (range, mean, spread, constant
-  features, non-finite values, with warnings);
-- :func:`layer_stats` — per ``nnx.Linear`` or ``nnx.Conv`` layer, the mean and spread
-  of its outputs and the fraction of *dead* units (no gradient for any example);
-- :func:`grad_norms` — the gradient norm of every parameter, by its path in the model;
-- :func:`overfit_one_batch` — can a copy of the model drive the loss on one small batch
-  to ~0?
-- :func:`report` — all of the above, and whether the model returns probabilities where
-  the loss expects logits, as a short verdict;
-- :func:`confusion_matrix` — where the mistakes go.
-
-Models: any ``nnx.Module`` mapping a batch ``(B, ...)`` to logits ``(B, C)``; nothing
-needs to be added to it. Its layers are read during one call: every ``nnx.Linear`` and
-``nnx.Conv`` (subclasses included) is intercepted while it runs, its output recorded by
-its path in the model. Chapter-2 parameters (a list of ``(W, b)``) are converted once
-into :class:`companion.nnx_models.MLP`. The model passed in is never changed.
+Models: any ``nnx.Module`` mapping ``(B, ...)`` to logits ``(B, C)``, with nothing added
+to it: while it runs, every ``nnx.Linear`` and ``nnx.Conv`` (subclasses too) is
+intercepted and its output recorded by its path in the model. Chapter-2 parameters (a
+list of ``(W, b)``) are converted once into :class:`companion.nnx_models.MLP`. The model
+passed in is never changed.
 """
 
 from __future__ import annotations
@@ -35,34 +30,23 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from companion.checks import check_labels
+from companion.data_stats import (  # confusion_matrix: offered here too (chapter 8)
+    check_batch,
+    confusion_matrix,  # noqa: F401
+    input_stats,
+)
 
 __all__ = [
-    "InputStats",
     "LayerStats",
     "OverfitResult",
     "Report",
-    "confusion_matrix",
     "grad_norms",
-    "input_stats",
     "layer_stats",
     "overfit_one_batch",
     "report",
 ]
 
 LAYERS = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)  # the layers read, subclasses too
-
-
-@dataclass(frozen=True)
-class InputStats:
-    """Statistics of a batch of inputs, over its finite values."""
-
-    mean: float
-    std: float
-    min: float
-    max: float
-    constant_features: int  # features equal in every example: per-feature std is 0
-    non_finite: int  # NaN or infinite values
-    warnings: tuple[str, ...]  # what looks wrong, in words
 
 
 @dataclass(frozen=True)
@@ -102,72 +86,6 @@ class Report:
         return "\n".join([*self.lines, *verdict])
 
 
-def _check_batch(x: ArrayLike, y: ArrayLike | None = None) -> tuple[np.ndarray, ...]:
-    x = np.asarray(x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be a batch (N, features...); got shape {x.shape}")
-    if len(x) == 0:
-        raise ValueError("an empty batch: x has 0 examples")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(
-        x.dtype, np.complexfloating
-    ):
-        raise TypeError(f"x must hold real numbers; got dtype {x.dtype}")
-    if y is None:
-        return (x,)
-    y = np.asarray(y)
-    if y.shape != (len(x),):
-        raise ValueError(
-            f"y must have shape ({len(x)},), one label per example; got {y.shape}"
-        )
-    return x, y
-
-
-def input_stats(x: ArrayLike) -> InputStats:
-    """Range, mean and spread of ``x`` ``(N, ...)``, with warnings when it looks
-    unnormalised.
-
-    Warnings: values beyond ±10 (raw pixels in [0, 255]: divide by 255); a mean more
-    than twice the spread away from 0 (subtract the mean); NaN or infinite values.
-    ``constant_features`` counts features with one value in every example: standardising
-    those per feature divides 0 by 0.
-
-    Examples:
-        >>> input_stats(np.full((4, 3), 200.0)).warnings[0][:24]
-        'values reach 200, far ou'
-    """
-    (x,) = _check_batch(x)
-    x = x.reshape(len(x), -1).astype(np.float64)
-    finite = np.isfinite(x)
-    values = x[finite]
-    warnings = []
-    if not finite.all():
-        warnings.append(f"{int((~finite).sum())} values are NaN or infinite")
-    if values.size == 0:
-        return InputStats(*(4 * [math.nan]), 0, int((~finite).sum()), tuple(warnings))
-    mean, std = float(values.mean()), float(values.std())
-    lo, hi = float(values.min()), float(values.max())
-    if max(abs(lo), abs(hi)) > 10:
-        bytes_like = lo >= 0 and hi <= 255  # raw pixels
-        hint = (
-            "pixels in [0, 255]? divide by 255" if bytes_like else "check the scaling"
-        )
-        warnings.append(
-            f"values reach {hi if abs(hi) >= abs(lo) else lo:g}, far outside the "
-            f"[-1, 1] scale initialisations assume: {hint}"
-        )
-    elif abs(mean) > 2 * std:
-        warnings.append(
-            f"the mean {mean:.3g} is far from 0 for values of spread {std:.3g}: "
-            "subtract the mean"
-        )
-    # fmax/fmin skip NaN (an all-NaN feature is NaN, not constant), without a warning
-    hi_f, lo_f = np.fmax.reduce(x, axis=0), np.fmin.reduce(x, axis=0)
-    constant = int((hi_f == lo_f).sum()) if len(x) > 1 else 0
-    return InputStats(
-        mean, std, lo, hi, constant, int((~finite).sum()), tuple(warnings)
-    )
-
-
 def _as_model(model, activation: str = "relu") -> nnx.Module:
     """A copy of ``model`` to look at: chapter-2 params become an NNX ``MLP``."""
     if isinstance(model, list | tuple):
@@ -197,9 +115,7 @@ def _layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
         for path, node in nnx.iter_graph(model)
         if isinstance(node, LAYERS)
     }
-    classes = {type(node) for _, node in nnx.iter_graph(model)} & {
-        type(n) for _, n in nnx.iter_graph(model) if isinstance(n, LAYERS)
-    }
+    classes = {type(n) for _, n in nnx.iter_graph(model) if isinstance(n, LAYERS)}
     own = {cls: cls.__dict__.get("__call__") for cls in classes}
     active: set[int] = set()  # a layer calling its parent class's __call__
 
@@ -250,7 +166,7 @@ def _layer_grads(model: nnx.Module, x: jax.Array, y: jax.Array):
 
 
 def _prepare(model, x, y, activation):
-    x, y = _check_batch(x, y)
+    x, y = check_batch(x, y)
     model = _as_model(model, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
     logits = jax.eval_shape(model, x[:1])
@@ -335,30 +251,6 @@ def overfit_one_batch(
         step(model, optimizer)
     final = float(_loss(model(x), y))
     return OverfitResult(first, final, steps, target, bool(final < target))
-
-
-def confusion_matrix(
-    y_true: ArrayLike, y_pred: ArrayLike, num_classes: int
-) -> np.ndarray:
-    """Counts ``(C, C)``: row ``i``, column ``j`` = examples of class ``i`` predicted as
-    ``j``.
-
-    Examples:
-        >>> confusion_matrix([0, 1, 1], [0, 0, 1], 2)
-        array([[1, 0],
-               [1, 1]])
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(
-            f"y_true and y_pred must be 1-D of the same length; got {y_true.shape} "
-            f"and {y_pred.shape}"
-        )
-    check_labels(y_true, num_classes, name="y_true")
-    check_labels(y_pred, num_classes, name="y_pred")
-    counts = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(counts, (y_true, y_pred), 1)
-    return counts
 
 
 def report(

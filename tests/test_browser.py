@@ -39,8 +39,10 @@ pytestmark = pytest.mark.browser
 
 
 def title_of(doc: str) -> str:
+    """The page's title as a reader sees it: inline code shows without backticks."""
     text = (ROOT / f"{doc}.md").read_text()
-    return re.search(r"^# (.+)$", text, re.MULTILINE).group(1).strip()
+    title = re.search(r"^# (.+)$", text, re.MULTILINE).group(1).strip()
+    return title.replace("`", "")
 
 
 @pytest.fixture(scope="module")

@@ -17,38 +17,35 @@ Small flat modules, one concept each (see the book's introduction for the chapte
 - :mod:`companion.training` — ``fit`` and ``evaluate`` for the MLP (chapter 5)
 - :mod:`companion.timing` — benchmarks with warm-up and ``block_until_ready`` (chapter
   5)
-- :mod:`companion.peers` — the same SGD epoch in numpy and PyTorch, the benchmark's
-  peers (chapter 5)
-- :mod:`companion.bench_mlp` — the MLP's epoch every way and its peers', timed; batch
-  sizes (chapter 5)
-- :mod:`companion.bench` — ``python -m companion.bench``: the benchmark tables
-- :mod:`companion.cpu` — an opt-in CPU speed path: one group of a batch's rows per core
-  (the benchmark)
-- :mod:`companion.conv` — convolution by Winograd's products or patches × matrix,
-  pooling as a reshape (chapter 6)
 - :mod:`companion.nnx_models` — the MLP and a CNN as Flax NNX modules (chapter 6)
 - :mod:`companion.optim` — an optimizer config, its optax transformation and
   ``nnx.Optimizer`` (chapter 6)
 - :mod:`companion.nnx_steps` — NNX train and eval steps, the NaN guard (chapter 6)
 - :mod:`companion.nnx_training` — ``fit`` and ``evaluate`` for NNX models (chapter 6)
 - :mod:`companion.checkpoint` — orbax checkpoints of model and optimizer (chapter 6)
-- :mod:`companion.bench_cnn` — the CNN's training steps timed, with PyTorch beside them
-  (chapter 6)
+- :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
+  7)
 - :mod:`companion.data_stats` — input statistics with warnings, the confusion matrix
   (chapter 8)
 - :mod:`companion.diagnose` — any NNX model's layers, dead units, gradient norms,
   overfit one batch, a report (chapter 8)
-- :mod:`companion.parallel` — meshes, sharded batches, data-parallel SGD steps (chapter
-  7)
+- :mod:`companion.torch_layouts` — how PyTorch and JAX lay out the same weights, and
+  the conversions (appendix)
 - :mod:`companion.torch_bridge` — weights between the book's JAX models and their
   PyTorch twins (appendix)
+- :mod:`companion.fast` — a subpackage: the opt-in CPU speed paths (row groups per
+  core, Winograd, patches and shifted taps, a many-steps-per-call NNX loop), measured by
+  the performance appendix; nothing that runs by default uses them
 - :mod:`companion.plotting` — the book's figure style
 
-``companion.bench`` is a command (``python -m companion.bench``), imported on its own,
-not here. Importing the package imports none of its modules until they are used; none of
-them imports torch on import (:mod:`companion.peers` and :mod:`companion.torch_bridge`
-load it when their PyTorch functions are called, torchvision is loaded only when
-:func:`companion.data.load_mnist` must download MNIST).
+Two commands, imported on their own, not here: ``python -m companion.bench`` (the
+subpackage :mod:`companion.bench`: the benchmark tables, the performance appendix's
+measurements; nothing else imports it) and ``python -m companion.startup``. Importing
+the package imports none of its modules until they are used (``companion.fast`` loads
+its package, not its modules: ``from companion.fast import rows``); none of them
+imports torch on import (:mod:`companion.torch_bridge` and
+:mod:`companion.bench.peers` load it when their PyTorch functions are called,
+torchvision is loaded only when :func:`companion.data.load_mnist` must download MNIST).
 """
 
 import importlib
@@ -59,15 +56,12 @@ import types
 _SUBMODULES = (
     "backprop",
     "batching",
-    "bench_cnn",
-    "bench_mlp",
     "checkpoint",
     "checks",
-    "conv",
-    "cpu",
     "data",
     "data_stats",
     "diagnose",
+    "fast",
     "idx",
     "loop",
     "losses",
@@ -77,11 +71,11 @@ _SUBMODULES = (
     "nnx_training",
     "optim",
     "parallel",
-    "peers",
     "plotting",
     "sgd",
     "timing",
     "torch_bridge",
+    "torch_layouts",
     "training",
 )
 

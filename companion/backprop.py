@@ -63,8 +63,8 @@ def _lookup(activation: str) -> tuple[Callable[[jax.Array], jax.Array], SigmaPri
 
 # The two kernels below are the chapter's equations and nothing else: no checks, and
 # only the operators @, .T, + and * (and the σ, σ′ they are given), so the same lines
-# run on numpy arrays. The benchmark's numpy variant (companion.peers.numpy_epoch) runs
-# them with numpy's σ.
+# run on numpy arrays. The benchmark's numpy variant
+# (companion.bench.peers.numpy_epoch) runs them with numpy's σ.
 
 
 def forward_layers(params: mlp.Params, x: ArrayLike, sigma: Callable) -> Cache:

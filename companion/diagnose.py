@@ -265,11 +265,12 @@ def report(
     """A short verdict on a model and a batch: inputs, outputs, initial loss, each
     layer's outputs and dead units, gradients, and (``overfit``) the overfit check.
 
-    Flags: input warnings (:func:`input_stats`); outputs that are probabilities (in
-    [0, 1], each row summing to 1) where the loss expects logits; a loss not finite,
-    or above 3 × ln C (a fresh model should be near ln C, chance); a layer with more
-    than ``dead_warn`` of its units dead; a parameter whose gradient is not finite or
-    exactly 0 (nothing flows back to it); a failed overfit check. Print it.
+    Flags: input warnings (:func:`~companion.data_stats.input_stats`); outputs that
+    are probabilities (in [0, 1], each row summing to 1) where the loss expects logits;
+    a loss not finite, or above 3 × ln C (a fresh model should be near ln C, chance); a
+    layer with more than ``dead_warn`` of its units dead; a parameter whose gradient is
+    not finite or exactly 0 (nothing flows back to it); a failed overfit check. Print
+    it.
     """
     model, xa, ya = _prepare(model, x, y, activation)
     problems, lines = [], []

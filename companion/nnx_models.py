@@ -6,14 +6,8 @@ tutorial (two 3×3 ``nnx.Conv`` layers with 32 and 64 channels, each followed by
 and 2×2 ``nnx.avg_pool``, then ``nnx.Linear`` layers of 256 units and of 10 logits).
 Built with the same ``nnx.Rngs`` seed, the chapter's classes and these draw the same
 parameters (the layers are created in the same order) and compute the same logits.
-
-``CNN(conv="winograd")`` and ``CNN(conv="patches")`` are an opt-in speed path for
-XLA:CPU, measured in the performance appendix: the same parameters and the same
-function (to float32 rounding), the convolutions computed by
-:class:`companion.conv.FastConv` (Winograd's products or patches × matrix, with
-hand-written gradients) and the pooling as a reshape. The default, ``conv="lax"``, is
-the textbook network (``nnx.Conv`` calls ``jax.lax.conv_general_dilated``) on every
-backend; only the opt-in forms import :mod:`companion.conv`.
+(The same CNN with its convolutions computed another way, faster on XLA:CPU, is the
+opt-in :func:`companion.fast.conv.fast_cnn`, measured in the performance appendix.)
 
 Examples:
     >>> model = CNN(rngs=nnx.Rngs(0))
@@ -24,7 +18,6 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +26,7 @@ from jax.typing import ArrayLike
 
 from companion import mlp
 
-__all__ = ["CNN", "CONV_FORMS", "MLP"]
-
-CONV_FORMS = ("lax", "winograd", "patches")  # what CNN(conv=...) takes
+__all__ = ["CNN", "MLP"]
 
 
 class MLP(nnx.Module):
@@ -136,11 +127,6 @@ class MLP(nnx.Module):
         return model
 
 
-def _avg_pool(x: jax.Array) -> jax.Array:
-    # 2×2 windows, stride 2: (B, H, W, C) -> (B, H/2, W/2, C)
-    return nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-
-
 class CNN(nnx.Module):
     """Flax's MNIST-tutorial convnet: two 3×3 convolutions (32, 64 channels), each with
     ReLU and 2×2 average pooling, then dense 256 (ReLU) and dense 10.
@@ -154,10 +140,6 @@ class CNN(nnx.Module):
         rngs: ``nnx.Rngs`` for the initial parameters.
         dtype: the computation dtype (e.g. ``jnp.bfloat16``); ``None``: the inputs'.
         param_dtype: the dtype the parameters are stored in.
-        conv: ``"lax"`` (default): ``nnx.Conv`` and ``nnx.avg_pool``, the textbook
-            network. ``"winograd"`` or ``"patches"``: the opt-in XLA:CPU speed path
-            of the performance appendix (:class:`companion.conv.FastConv`): the same
-            parameters and the same function to float32 rounding.
 
     Examples:
         >>> CNN(rngs=nnx.Rngs(0))(jnp.ones((2, 28, 28, 1))).shape
@@ -170,20 +152,10 @@ class CNN(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
-        conv: str = "lax",
     ):
-        if conv not in CONV_FORMS:
-            raise ValueError(f"conv must be one of {CONV_FORMS}; got {conv!r}")
-        self.conv = conv
-        if conv == "lax":
-            layer = nnx.Conv
-        else:  # the opt-in speed path, imported only when asked for
-            from companion.conv import FastConv
-
-            layer = partial(FastConv, winograd=conv == "winograd")
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.conv1 = layer(1, 32, kernel_size=(3, 3), **kw)
-        self.conv2 = layer(32, 64, kernel_size=(3, 3), **kw)
+        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), **kw)
+        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), **kw)
         self.dense1 = nnx.Linear(7 * 7 * 64, 256, **kw)
         self.dense2 = nnx.Linear(256, 10, **kw)
 
@@ -215,8 +187,5 @@ class CNN(nnx.Module):
         return x.reshape(-1, 28, 28, 1)
 
     def _pool(self, x: jax.Array) -> jax.Array:
-        if self.conv == "lax":
-            return _avg_pool(x)
-        from companion import conv  # the opt-in path pools by a reshape
-
-        return conv.avg_pool(x)
+        # 2×2 windows, stride 2: (B, H, W, C) -> (B, H/2, W/2, C)
+        return nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))

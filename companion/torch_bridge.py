@@ -1,22 +1,13 @@
 """Weights between the book's JAX models and their PyTorch twins (appendix, "JAX for
 PyTorch users").
 
-The two frameworks store the same numbers in different layouts:
-
-- a dense layer: ``nnx.Linear.kernel`` and the book's ``W`` are ``(n_in, n_out)``
-  (``y = x W + b``); ``torch.nn.Linear.weight`` is ``(n_out, n_in)`` (``y = x Wᵀ + b``);
-- a convolution: NNX kernels are ``(kh, kw, C_in, C_out)`` (HWIO) on ``(B, H, W, C)``
-  images (NHWC); ``torch.nn.Conv2d.weight`` is ``(C_out, C_in, kh, kw)`` (OIHW) on
-  ``(B, C, H, W)`` images (NCHW);
-- flattening a feature map for the first dense layer: NHWC flattens in ``(h, w, c)``
-  order, NCHW in ``(c, h, w)``, so that layer's rows must be reordered, not only
-  transposed.
-
 ``mlp_to_torch``/``mlp_from_torch`` and ``cnn_to_torch``/``cnn_from_torch`` copy the
-book's MLP (chapter-2 parameters or the NNX ``MLP``) and the NNX ``CNN`` across;
-``*_from_torch`` run both models on one batch and refuse a module that does not compute
-what the book's model computes. torch is imported when a function is called, never on
-import.
+book's MLP (chapter-2 parameters or the NNX ``MLP``) and the NNX ``CNN`` across, each
+array converted by :mod:`companion.torch_layouts` (dense ``(n_in, n_out)`` ↔
+``(n_out, n_in)``, conv HWIO ↔ OIHW, the first dense layer's rows reordered between the
+NHWC and NCHW flattens). ``*_from_torch`` run both models on one batch and refuse a
+module that does not compute what the book's model computes. torch is imported when a
+function is called, never on import.
 """
 
 from __future__ import annotations
@@ -28,7 +19,8 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import numpy as np
 
-from companion import mlp
+from companion import mlp, torch_layouts
+from companion.torch_layouts import CNN_KERNELS
 
 if TYPE_CHECKING:
     from companion.nnx_models import CNN, MLP
@@ -36,10 +28,6 @@ if TYPE_CHECKING:
 __all__ = [
     "cnn_from_torch",
     "cnn_to_torch",
-    "conv_kernel_from_torch",
-    "conv_kernel_to_torch",
-    "flat_rows_from_torch",
-    "flat_rows_to_torch",
     "mlp_from_torch",
     "mlp_params_from_torch",
     "mlp_to_torch",
@@ -47,88 +35,7 @@ __all__ = [
     "new_torch_mlp",
 ]
 
-# the book's CNN (companion.nnx_models.CNN): kernel shapes in NNX's layout
-CNN_KERNELS = {
-    "conv1": (3, 3, 1, 32),
-    "conv2": (3, 3, 32, 64),
-    "dense1": (7 * 7 * 64, 256),
-    "dense2": (256, 10),
-}
-FEATURES = (7, 7, 64)  # (h, w, c): conv2's pooled output, flattened into dense1
 _TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
-
-
-def conv_kernel_to_torch(kernel) -> np.ndarray:
-    """An NNX/``lax`` conv kernel ``(kh, kw, C_in, C_out)`` (HWIO) as PyTorch's
-    ``(C_out, C_in, kh, kw)`` (OIHW).
-
-    Examples:
-        >>> conv_kernel_to_torch(np.zeros((3, 5, 2, 4))).shape
-        (4, 2, 3, 5)
-    """
-    kernel = np.asarray(kernel)
-    if kernel.ndim != 4:
-        raise ValueError(f"a 2-D conv kernel has 4 dimensions; got {kernel.shape}")
-    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-
-
-def conv_kernel_from_torch(weight) -> np.ndarray:
-    """A PyTorch conv weight ``(C_out, C_in, kh, kw)`` (OIHW) as NNX's ``(kh, kw, C_in,
-    C_out)`` (HWIO): the inverse of :func:`conv_kernel_to_torch`.
-    """
-    weight = np.asarray(weight)
-    if weight.ndim != 4:
-        raise ValueError(f"a 2-D conv weight has 4 dimensions; got {weight.shape}")
-    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-
-
-def flat_rows_to_torch(kernel, features: Sequence[int]) -> np.ndarray:
-    """The kernel ``(h·w·c, n_out)`` of a dense layer after an NHWC flatten as the
-    ``nn.Linear`` weight ``(n_out, c·h·w)`` after an NCHW flatten.
-
-    ``features`` is the ``(h, w, c)`` of the flattened map. Row ``(i, j, k)`` of the NNX
-    kernel (feature ``k`` at pixel ``(i, j)``) becomes column ``(k, i, j)``.
-
-    Examples:
-        >>> flat_rows_to_torch(np.arange(6.0).reshape(6, 1), (1, 2, 3)).ravel()
-        array([0., 3., 1., 4., 2., 5.])
-    """
-    kernel = np.asarray(kernel)
-    h, w, c = _features(features)
-    if kernel.ndim != 2 or kernel.shape[0] != h * w * c:
-        raise ValueError(
-            f"kernel must be (h*w*c, n_out) = ({h * w * c}, n_out) for features "
-            f"{(h, w, c)}; got {kernel.shape}"
-        )
-    n_out = kernel.shape[1]
-    return np.ascontiguousarray(
-        kernel.reshape(h, w, c, n_out).transpose(3, 2, 0, 1).reshape(n_out, -1)
-    )
-
-
-def flat_rows_from_torch(weight, features: Sequence[int]) -> np.ndarray:
-    """The inverse of :func:`flat_rows_to_torch`: an ``nn.Linear`` weight ``(n_out,
-    c·h·w)`` as the NNX kernel ``(h·w·c, n_out)``.
-    """
-    weight = np.asarray(weight)
-    h, w, c = _features(features)
-    if weight.ndim != 2 or weight.shape[1] != h * w * c:
-        raise ValueError(
-            f"weight must be (n_out, c*h*w) = (n_out, {h * w * c}) for features "
-            f"{(h, w, c)}; got {weight.shape}"
-        )
-    n_out = weight.shape[0]
-    return np.ascontiguousarray(
-        weight.reshape(n_out, c, h, w).transpose(2, 3, 1, 0).reshape(-1, n_out)
-    )
-
-
-def _features(features: Sequence[int]) -> tuple[int, int, int]:
-    if len(features) != 3 or not all(int(n) > 0 for n in features):
-        raise ValueError(
-            f"features must be three positive sizes (h, w, c); got {features}"
-        )
-    return tuple(int(n) for n in features)
 
 
 def new_torch_mlp(sizes: Sequence[int], activation: str = "relu"):
@@ -244,17 +151,13 @@ def cnn_to_torch(model: CNN):
             f"{CNN_KERNELS}; got {found}"
         )
     twin = new_torch_cnn()
-    conv1, conv2, dense1, dense2 = twin[1], twin[4], twin[8], twin[10]
     with torch.no_grad():
-        for conv, src in ((conv1, model.conv1), (conv2, model.conv2)):
-            conv.weight.copy_(_tensor(conv_kernel_to_torch(_param(src.kernel))))
-            conv.bias.copy_(_tensor(_param(src.bias)))
-        dense1.weight.copy_(
-            _tensor(flat_rows_to_torch(_param(model.dense1.kernel), FEATURES))
-        )
-        dense1.bias.copy_(_tensor(_param(model.dense1.bias)))
-        dense2.weight.copy_(_tensor(_param(model.dense2.kernel).T))
-        dense2.bias.copy_(_tensor(_param(model.dense2.bias)))
+        for name, layer in zip(CNN_KERNELS, _layers(twin), strict=True):
+            src = getattr(model, name)
+            layer.weight.copy_(
+                _tensor(torch_layouts.cnn_kernel_to_torch(name, _param(src.kernel)))
+            )
+            layer.bias.copy_(_tensor(_param(src.bias)))
     return twin
 
 
@@ -362,7 +265,7 @@ def mlp_from_torch(module, activation: str | None = None) -> MLP:
     return model
 
 
-def cnn_from_torch(module, *, conv: str = "lax") -> CNN:
+def cnn_from_torch(module) -> CNN:
     """An NNX ``CNN`` holding the weights of the book's CNN in PyTorch: conv weights
     OIHW → HWIO, ``dense1``'s columns from the NCHW flatten ``(c, h, w)`` to the NHWC
     flatten ``(h, w, c)``, ``dense2`` transposed.
@@ -371,9 +274,6 @@ def cnn_from_torch(module, *, conv: str = "lax") -> CNN:
         module: a ``torch.nn.Module`` with the layers of :func:`new_torch_cnn` (two
             ``Conv2d``, two ``Linear`` of the same shapes), taking ``(B, 784)`` or
             ``(B, 1, 28, 28)`` images.
-        conv: the NNX model's convolution form: ``"lax"`` (the textbook
-            ``nnx.Conv``, the default) or an opt-in CPU form, ``"winograd"`` or
-            ``"patches"`` (:class:`companion.nnx_models.CNN`).
 
     Raises:
         ValueError: other layers or shapes, or the copy's logits differ from the
@@ -385,12 +285,7 @@ def cnn_from_torch(module, *, conv: str = "lax") -> CNN:
     kinds = [type(m) for m in layers]
     expected = [torch.nn.Conv2d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Linear]
     shapes = [tuple(getattr(m, "weight", np.empty(0)).shape) for m in layers]
-    want = [
-        (32, 1, 3, 3),
-        (64, 32, 3, 3),
-        (256, 7 * 7 * 64),
-        (10, 256),
-    ]  # PyTorch's layouts of CNN_KERNELS
+    want = [torch_layouts.torch_shape(k) for k in CNN_KERNELS.values()]
     if kinds != expected or shapes != want or any(m.bias is None for m in layers):
         raise ValueError(
             "cnn_from_torch copies the book's CNN: Conv2d, Conv2d, Linear, Linear "
@@ -399,16 +294,12 @@ def cnn_from_torch(module, *, conv: str = "lax") -> CNN:
         )
     from flax import nnx
 
-    model = _nnx_models().CNN(rngs=nnx.Rngs(0), conv=conv)
-    conv1, conv2, dense1, dense2 = layers
-    for dst, src in ((model.conv1, conv1), (model.conv2, conv2)):
-        dst.kernel[...] = jnp.asarray(conv_kernel_from_torch(_numpy(src.weight)))
+    model = _nnx_models().CNN(rngs=nnx.Rngs(0))
+    for name, src in zip(CNN_KERNELS, layers, strict=True):
+        dst = getattr(model, name)
+        dst.kernel[...] = jnp.asarray(
+            torch_layouts.cnn_kernel_from_torch(name, _numpy(src.weight))
+        )
         dst.bias[...] = jnp.asarray(_numpy(src.bias))
-    model.dense1.kernel[...] = jnp.asarray(
-        flat_rows_from_torch(_numpy(dense1.weight), FEATURES)
-    )
-    model.dense1.bias[...] = jnp.asarray(_numpy(dense1.bias))
-    model.dense2.kernel[...] = jnp.asarray(_numpy(dense2.weight).T)
-    model.dense2.bias[...] = jnp.asarray(_numpy(dense2.bias))
     _check_same(module, model, (784,), "CNN")
     return model

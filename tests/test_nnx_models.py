@@ -1,3 +1,4 @@
+import inspect
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from companion import mlp, nnx_models
+from companion import mlp
 from companion.nnx_models import CNN, MLP
 
 
@@ -181,31 +182,16 @@ def test_bfloat16_compute_keeps_float32_parameters():
     assert cnn.conv1.kernel.dtype == jnp.float32 and cnn(x).dtype == jnp.bfloat16
 
 
-def test_the_opt_in_conv_forms_compute_the_same_function():
-    textbook = CNN(rngs=nnx.Rngs(4))
-    assert textbook.conv == "lax" and type(textbook.conv1) is nnx.Conv  # the default
-    x = jax.random.uniform(jax.random.key(0), (3, 784))
-    for form in ("winograd", "patches"):
-        fast = CNN(rngs=nnx.Rngs(4), conv=form)
-        assert fast.conv2.winograd == (form == "winograd")
-        a, b = nnx.state(fast, nnx.Param), nnx.state(textbook, nnx.Param)
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_array_equal(u, v)  # the same parameters
-        # float32 sums in another order: agreement to rounding, far below the logits
-        np.testing.assert_allclose(fast(x), textbook(x), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match=r"conv must be one of .*'lax'.*'fft'"):
-        CNN(rngs=nnx.Rngs(0), conv="fft")
-    assert nnx_models.CONV_FORMS[0] == "lax"
-
-
-def test_the_default_models_do_not_load_the_cpu_speed_path():
+def test_the_models_are_the_chapters_and_load_no_cpu_speed_path():
+    # the opt-in forms live in companion.fast (fast_cnn), not behind an option here
+    params = set(inspect.signature(CNN.__init__).parameters)
+    assert params == {"self", "rngs", "dtype", "param_dtype"}
     code = (
         "import sys, jax.numpy as jnp; from flax import nnx; "
         "from companion.nnx_models import CNN, MLP; "
         "CNN(rngs=nnx.Rngs(0))(jnp.ones((1, 784))); "
         "MLP([4, 2], rngs=nnx.Rngs(0))(jnp.ones((1, 4))); "
-        "print(sorted(m for m in ('companion.conv', 'companion.cpu') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in sys.modules if m.startswith('companion.fast')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

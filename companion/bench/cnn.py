@@ -1,27 +1,18 @@
-"""``python -m companion.bench --model cnn``: the book's CNN timed, and the fast path.
-
-Seconds per epoch of chapter 6's CNN trained with Adam: the companion's way, an opt-in
-fast path for XLA:CPU, and PyTorch.
+"""The CNN half of ``python -m companion.bench --model cnn`` (chapter 6): seconds per
+epoch of chapter 6's CNN trained with Adam, the companion's way, through the opt-in CPU
+speed path (:mod:`companion.fast`), and in PyTorch.
 
 Variants, all from the same initial weights on the same batches:
 
-- ``fit``: :func:`companion.nnx_training.fit` on the default (textbook) ``CNN``;
+- ``fit``: :func:`companion.nnx_training.fit` on the chapter's ``CNN``;
 - ``nnx.jit``: chapter 6's :func:`companion.nnx_steps.train_step` under ``nnx.jit``,
   one call per step;
-- ``fast``, ``fast-patches``, ``fast-lax``: :func:`fast_fit`, the opt-in XLA:CPU
-  speed path defined here, on ``CNN(conv="winograd")``, ``CNN(conv="patches")`` and
-  the textbook ``CNN``;
+- ``fast``, ``fast-patches``, ``fast-lax``: :func:`companion.fast.nnx_loop.fast_fit`
+  (many steps per compiled call, row groups) on
+  :func:`companion.fast.conv.fast_cnn` (Winograd's products; patches × matrix) and on
+  the chapter's ``CNN`` (``lax.conv``);
 - ``torch`` and ``torch.compile``: the same network and update in PyTorch
   (:func:`companion.torch_bridge.cnn_to_torch`, ``torch.optim.Adam``).
-
-**The fast path** (:func:`fast_fit`): ``nnx.split`` the model, optimizer, metrics and
-NaN guard once; run many steps per compiled call in one ``lax.scan`` (a plain
-``jax.jit`` of the state, donated); run each batch as one group of rows per core
-(independent products XLA:CPU runs at the same time). Inside a loop, XLA:CPU computes
-``lax.conv``'s kernel gradient slowly, so a model holding an ``nnx.Conv`` other than
-:class:`companion.conv.FastConv` takes one step per call there (:func:`loops_well`).
-None of it is used by :mod:`companion.nnx_training`; it trains the same network to
-float32 rounding.
 
 A CNN epoch is long, so each variant times runs of ``steps`` steps (after one untimed
 run: compilation), the variants in turns, and reports seconds per epoch as seconds per
@@ -40,24 +31,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from companion import cpu, nnx_steps, nnx_training, optim
-from companion.batching import check_dataset, full_batches, shuffle
-from companion.bench import PAUSE, Row, import_torch
-from companion.conv import FastConv
-from companion.loop import EpochStats, History, diverged, run
+from companion import nnx_steps, nnx_training, optim
+from companion.batching import check_dataset, full_batches
+from companion.bench.peers import torch_epoch
+from companion.bench.tables import PAUSE, Row, import_torch
+from companion.fast.conv import fast_cnn
+from companion.fast.nnx_loop import fast_fit
 from companion.nnx_models import CNN
-from companion.peers import torch_epoch
 from companion.timing import interleave
 from companion.torch_bridge import cnn_to_torch
 
-__all__ = [
-    "CNN_VARIANTS",
-    "cnn_step_flops",
-    "fast_fit",
-    "grouped_loss_fn",
-    "loops_well",
-    "run_cnn",
-]
+__all__ = ["CNN_VARIANTS", "cnn_step_flops", "run_cnn"]
 
 CNN_VARIANTS = (
     "fit",
@@ -68,7 +52,11 @@ CNN_VARIANTS = (
     "torch",
     "torch.compile",
 )
-_FORMS = {"fast": "winograd", "fast-patches": "patches", "fast-lax": "lax"}
+# the model each NNX variant trains: chapter 6's CNN, or fast_cnn's convolutions
+_MODELS = {
+    "fast": lambda rngs: fast_cnn(rngs=rngs),
+    "fast-patches": lambda rngs: fast_cnn(rngs=rngs, winograd=False),
+}
 
 
 def cnn_step_flops(batch_size: int) -> int:
@@ -93,123 +81,6 @@ def cnn_step_flops(batch_size: int) -> int:
     return 2 * macs * batch_size
 
 
-# --- the opt-in fast path for XLA:CPU ------------------------------------------------
-
-
-def grouped_loss_fn(groups: int) -> nnx_steps.LossFn:
-    """:func:`companion.nnx_steps.loss_fn` computed on ``groups`` equal groups of rows,
-    one model call each: the same loss for a model that treats examples independently
-    (not one that mixes them, as batch normalisation does). ``groups`` must divide the
-    batch.
-    """
-
-    def loss(model, x, y):
-        parts = cpu.row_groups(x.shape[0], groups)
-        outs = [nnx_steps.loss_fn(model, x[p], y[p]) for p in parts]
-        total = sum(value for value, _ in outs) / len(parts)  # equal groups
-        return total, jnp.concatenate([logits for _, logits in outs])
-
-    return loss
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7, 8), donate_argnums=2)
-def _fast_train_steps(graphdef, treedef, leaves, xs, ys, first, count, batch, groups):
-    # Steps first .. first + count - 1 of the epoch in one call (a lax.scan over the
-    # batch index). The state travels as a flat list of arrays: jit's C++ dispatch
-    # handles a list at full speed.
-    def step(leaves, i):
-        objects = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-        x = jax.lax.dynamic_slice_in_dim(xs, i * batch, batch)  # on the device
-        y = jax.lax.dynamic_slice_in_dim(ys, i * batch, batch)
-        nnx_steps.guarded_train_step(*objects, x, y, grouped_loss_fn(groups))
-        return jax.tree.leaves(nnx.state(objects)), None
-
-    if count == 1:
-        return step(leaves, first)[0]
-    return jax.lax.scan(step, leaves, first + jnp.arange(count))[0]
-
-
-def loops_well(model: nnx.Module) -> bool:
-    """Whether many steps of ``model`` can run in one ``lax.scan`` at full speed: False
-    on the CPU backend for a model holding an ``nnx.Conv`` (or ``ConvTranspose``) other
-    than :class:`companion.conv.FastConv`.
-    """
-    if jax.default_backend() != "cpu":
-        return True
-    return not any(
-        isinstance(node, (nnx.Conv, nnx.ConvTranspose))
-        and not isinstance(node, FastConv)
-        for _, node in nnx.iter_graph(model)
-    )
-
-
-def fast_fit(
-    model: nnx.Module,
-    optimizer: nnx.Optimizer,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    start_epoch: int = 0,
-    key: jax.Array | None = None,
-    steps_per_call: int | None = None,
-    groups: int | None = None,
-) -> History:
-    """Train like :func:`companion.nnx_training.fit` (the guarded step, the same
-    batches, no validation or checkpoints), through the fast path.
-
-    Args:
-        model, optimizer: updated in place; x ``(N, ...)``, y ``(N,)``, validated.
-        epochs, batch_size, start_epoch, key: as for ``nnx_training.fit``.
-        steps_per_call: steps per compiled call (``None``: 50, or 1 for a model that
-            does not loop well here, :func:`loops_well`).
-        groups: row groups per batch (``None``: one per core on a CPU,
-            :func:`companion.cpu.batch_groups`; 1 for a model with ``nnx.BatchNorm``).
-    """
-    if steps_per_call is None:
-        steps_per_call = 50 if loops_well(model) else 1
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be at least 1; got {steps_per_call}")
-    if groups is None:
-        mixes = any(isinstance(n, nnx.BatchNorm) for _, n in nnx.iter_graph(model))
-        groups = 1 if mixes else cpu.batch_groups(batch_size)
-    cpu.row_groups(batch_size, groups)  # checks that groups divides the batch
-    nnx_training._validate(x, y, model)
-    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-    steps = full_batches(len(y_dev), batch_size)
-    metrics, guard = nnx_steps.make_metrics(), nnx_steps.NonFiniteGuard()
-    objects = (model, optimizer, metrics, guard)
-
-    def one_epoch(epoch, key, bar):
-        xs, ys = (x_dev, y_dev) if key is None else shuffle(key, x_dev, y_dev)
-        graphdef, state = nnx.split(objects)
-        leaves, treedef = jax.tree.flatten(state)
-        for first in range(0, steps, steps_per_call):
-            count = min(steps_per_call, steps - first)
-            leaves = _fast_train_steps(
-                graphdef, treedef, leaves, xs, ys, first, count, batch_size, groups
-            )
-        nnx.update(objects, jax.tree.unflatten(treedef, leaves))
-        if (bad := int(guard.first_bad_step[...])) >= 0:
-            raise diverged(epoch, "non-finite", where=f"at optimizer step {bad}")
-        stats = {k: float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        return EpochStats(stats["loss"], stats["accuracy"], stats["grad_norm"])
-
-    return run(
-        one_epoch,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        start_epoch=start_epoch,
-        key=key,
-        progress=False,
-    )
-
-
-# --- the benchmark -------------------------------------------------------------------
-
-
 def run_cnn(
     x: np.ndarray,
     y: np.ndarray,
@@ -223,8 +94,8 @@ def run_cnn(
 ) -> list[Row]:
     """Time each CNN variant: ``steps`` Adam steps a run, one untimed run of each, then
     ``repeat`` rounds of one timed run of each, in turns
-    (:func:`companion.timing.interleave`); a list of :class:`companion.bench.Row` in
-    seconds per epoch of ``(x, y)``.
+    (:func:`companion.timing.interleave`); a list of
+    :class:`companion.bench.tables.Row` in seconds per epoch of ``(x, y)``.
 
     Every run trains on the same first ``steps`` batches from where the last left off.
     The ``loss`` column is each variant's first (warm-up) run's mean loss: the same
@@ -257,7 +128,7 @@ def run_cnn(
             torch = import_torch(variant)
             if torch is None:
                 continue
-            twin = cnn_to_torch(_cnn(init, "lax"))
+            twin = cnn_to_torch(_cnn(init, variant))
             opt = torch.optim.Adam(twin.parameters(), lr=lr)
             model = torch.compile(twin) if variant == "torch.compile" else twin
             x_t, y_t = torch.from_numpy(x[:n]), torch.from_numpy(y[:n].astype(np.int64))
@@ -266,7 +137,7 @@ def run_cnn(
                 return torch_epoch(model, x_t, y_t, lr, batch_size, optimizer=opt)
 
         else:
-            model = _cnn(init, _FORMS.get(variant, "lax"))
+            model = _cnn(init, variant)
             opt = optim.make_optimizer(model, optax.adam(lr))
             runner = _nnx_jit_run if variant == "nnx.jit" else _fit_run
             call = runner(model, opt, x_dev, y_dev, batch_size, variant != "fit")
@@ -286,8 +157,8 @@ def run_cnn(
     ]
 
 
-def _cnn(params: nnx.State, conv: str) -> CNN:
-    model = CNN(rngs=nnx.Rngs(0), conv=conv)
+def _cnn(params: nnx.State, variant: str) -> CNN:
+    model = _MODELS.get(variant, lambda rngs: CNN(rngs=rngs))(nnx.Rngs(0))
     nnx.update(model, jax.tree.map(jnp.array, params))  # a copy: training donates it
     return model
 

@@ -3,11 +3,11 @@ the book's MLP, every way the book trains it and its peers'.
 
 Variants: ``eager``, ``jit`` and ``scan`` (``companion.sgd.train_epoch``, chapter 5's
 three loops), ``scan+groups`` (the scanned epoch with one group of rows per core,
-:func:`companion.cpu.grouped_scan_epoch`, a CPU speed path), ``torch`` and
-``torch.compile`` (PyTorch eager and compiled, the same model on the same batches, if
-torch is installed) and ``numpy`` (the chapter-4 forward and backward kernels run on
-numpy arrays): the peers live in :mod:`companion.peers`. :func:`scaling` times some of
-them at several batch sizes.
+:func:`companion.fast.rows.grouped_scan_epoch`, an opt-in CPU speed path), ``torch``
+and ``torch.compile`` (PyTorch eager and compiled, the same model on the same batches,
+if torch is installed) and ``numpy`` (the chapter-4 forward and backward kernels run on
+numpy arrays): the peers live in :mod:`companion.bench.peers`. :func:`scaling` times
+some of them at several batch sizes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import cpu, mlp, sgd
-from companion.bench import PAUSE, Row, import_torch
-from companion.peers import numpy_epoch, torch_epoch
+from companion import mlp, sgd
+from companion.bench.peers import numpy_epoch, torch_epoch
+from companion.bench.tables import PAUSE, Row, import_torch
+from companion.fast.rows import grouped_scan_epoch
 from companion.timing import benchmark, interleave
 from companion.torch_bridge import mlp_to_torch
 
@@ -102,7 +103,7 @@ def _epoch(variant, init, x, y, x_dev, y_dev, lr, batch_size):
 
         def step():
             if variant == "scan+groups":
-                state["p"], loss = cpu.grouped_scan_epoch(
+                state["p"], loss = grouped_scan_epoch(
                     state["p"], x_dev, y_dev, lr=lr, batch_size=batch_size
                 )
             else:

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import mlp, peers, sgd, torch_bridge
+from companion import mlp, sgd, torch_bridge
+from companion.bench import peers
 
 
 def data(n=256, seed=0):

@@ -219,6 +219,13 @@ def grad_norms(
     }
 
 
+@nnx.jit  # module-level: compiled once per model structure and batch shape
+def _adam_step(model, optimizer, x, y):
+    loss, grads = nnx.value_and_grad(lambda m: _loss(m(x), y))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 def overfit_one_batch(
     model,
     x: ArrayLike,
@@ -239,16 +246,9 @@ def overfit_one_batch(
         raise ValueError(f"steps must be at least 1; got {steps}")
     model, x, y = _prepare(model, x, y, activation)
     optimizer = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer):
-        loss, grads = nnx.value_and_grad(lambda m: _loss(m(x), y))(model)
-        optimizer.update(model, grads)
-        return loss
-
     first = float(_loss(model(x), y))
     for _ in range(steps):
-        step(model, optimizer)
+        _adam_step(model, optimizer, x, y)
     final = float(_loss(model(x), y))
     return OverfitResult(first, final, steps, target, bool(final < target))
 

@@ -27,6 +27,8 @@ Small flat modules, one concept each (see the book's introduction for the chapte
   7)
 - :mod:`companion.data_stats` — input statistics with warnings, the confusion matrix
   (chapter 8)
+- :mod:`companion.intercept` — a model's layer outputs, recorded during a call (chapter
+  8)
 - :mod:`companion.diagnose` — any NNX model's layers, dead units, gradient norms,
   overfit one batch, a report (chapter 8)
 - :mod:`companion.torch_layouts` — how PyTorch and JAX lay out the same weights, and
@@ -63,6 +65,7 @@ _SUBMODULES = (
     "diagnose",
     "fast",
     "idx",
+    "intercept",
     "loop",
     "losses",
     "mlp",

@@ -17,9 +17,7 @@ passed in is never changed.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import jax
@@ -35,6 +33,7 @@ from companion.data_stats import (  # confusion_matrix: offered here too (chapte
     confusion_matrix,  # noqa: F401
     input_stats,
 )
+from companion.intercept import layers_recorded
 
 __all__ = [
     "LayerStats",
@@ -45,8 +44,6 @@ __all__ = [
     "overfit_one_batch",
     "report",
 ]
-
-LAYERS = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)  # the layers read, subclasses too
 
 
 @dataclass(frozen=True)
@@ -105,51 +102,10 @@ def _loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-@contextlib.contextmanager
-def _layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
-    """While inside, each layer of ``model`` in :data:`LAYERS` records its output in
-    ``outputs[path]``, plus ``shift[path]`` when given (to differentiate the loss with
-    respect to the output)."""
-    names = {
-        id(node): "/".join(map(str, path))
-        for path, node in nnx.iter_graph(model)
-        if isinstance(node, LAYERS)
-    }
-    classes = {type(n) for _, n in nnx.iter_graph(model) if isinstance(n, LAYERS)}
-    own = {cls: cls.__dict__.get("__call__") for cls in classes}
-    active: set[int] = set()  # a layer calling its parent class's __call__
-
-    def wrap(call):
-        def recorded(self, *args, **kwargs):
-            if id(self) in active or id(self) not in names:
-                return call(self, *args, **kwargs)
-            active.add(id(self))
-            try:
-                out = call(self, *args, **kwargs)
-            finally:
-                active.discard(id(self))
-            name = names[id(self)]
-            outputs[name] = out = out if shift is None else out + shift[name]
-            return out
-
-        return recorded
-
-    try:
-        for cls in classes:
-            cls.__call__ = wrap(cls.__call__)
-        yield
-    finally:
-        for cls, call in own.items():
-            if call is None:
-                del cls.__call__  # it was inherited
-            else:
-                cls.__call__ = call
-
-
 def _layer_grads(model: nnx.Module, x: jax.Array, y: jax.Array):
     """Each layer's output ``z`` and ``∂L/∂z`` per example, by path; and the logits."""
     outputs: dict[str, jax.Array] = {}
-    with _layers_recorded(model, outputs):
+    with layers_recorded(model, outputs):
         logits = model(x)
     if not outputs:
         raise ValueError(
@@ -157,7 +113,7 @@ def _layer_grads(model: nnx.Module, x: jax.Array, y: jax.Array):
         )
 
     def loss_of(shift):
-        with _layers_recorded(model, {}, shift):
+        with layers_recorded(model, {}, shift):
             return _loss(model(x), y)
 
     zeros = {name: jnp.zeros_like(z) for name, z in outputs.items()}

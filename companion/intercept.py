@@ -1,0 +1,68 @@
+"""Reading a model's layers while it runs (chapter 8's :mod:`companion.diagnose`).
+
+:func:`layers_recorded` intercepts every ``nnx.Linear`` and ``nnx.Conv`` (subclasses
+too) of a model during a call and records each one's output by the layer's path in the
+model: nothing is added to the model, and its classes are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import jax.numpy as jnp  # noqa: F401  (the doctest's)
+from flax import nnx
+
+__all__ = ["LAYERS", "layers_recorded"]
+
+LAYERS = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)  # the layers read, subclasses too
+
+
+@contextlib.contextmanager
+def layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
+    """While inside, each layer of ``model`` in ``LAYERS`` records its output in
+    ``outputs[path]``, plus ``shift[path]`` when given (to differentiate the loss with
+    respect to the output).
+
+    Examples:
+        >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu)
+        >>> outputs = {}
+        >>> with layers_recorded(model, outputs):
+        ...     _ = model(jnp.ones((2, 3)))
+        >>> {name: z.shape for name, z in outputs.items()}
+        {'layers/0': (2, 4)}
+    """
+    names = {
+        id(node): "/".join(map(str, path))
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, LAYERS)
+    }
+    classes = {type(n) for _, n in nnx.iter_graph(model) if isinstance(n, LAYERS)}
+    own = {cls: cls.__dict__.get("__call__") for cls in classes}
+    active: set[int] = set()  # a layer calling its parent class's __call__
+
+    def wrap(call):
+        def recorded(self, *args, **kwargs):
+            if id(self) in active or id(self) not in names:
+                return call(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                out = call(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            name = names[id(self)]
+            outputs[name] = out = out if shift is None else out + shift[name]
+            return out
+
+        return recorded
+
+    try:
+        for cls in classes:
+            cls.__call__ = wrap(cls.__call__)
+        yield
+    finally:
+        for cls, call in own.items():
+            if call is None:
+                del cls.__call__  # it was inherited
+            else:
+                cls.__call__ = call

@@ -101,7 +101,7 @@ unit: install browser
 # allowed version. No book toolchain and no torch there: the tests of the book are left out, and
 # the tests that compare with torch skip.
 LOWEST_VENV := .venv-lowest
-BOOK_TESTS := test_chapters test_book_cache test_browser test_prose_numbers
+BOOK_TESTS := test_chapters test_book_cache test_browser test_prose_numbers test_book_style
 unit-lowest: $(LOWEST_VENV)/.installed
 	MPLBACKEND=Agg $(LOWEST_VENV)/bin/python -m pytest -n $(JOBS) $(foreach t,$(BOOK_TESTS),--ignore=tests/$(t).py)
 $(LOWEST_VENV)/.installed: pyproject.toml

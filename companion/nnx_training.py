@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
-from companion.batching import check_dataset, full_batches, shuffle
+from companion.batching import batch_indices, check_dataset, full_batches
 from companion.loop import (
     EpochStats,
     History,
@@ -53,12 +53,11 @@ __all__ = ["evaluate", "fit", "num_classes"]
 SHOW_EVERY = 50  # steps between updates of the progress bar (each waits for the device)
 
 
-@nnx.jit(static_argnames="batch_size")
-def _train_batch(model, optimizer, metrics, guard, xs, ys, i, *, batch_size):
-    # batch i of the epoch's (shuffled) data, sliced on the device
-    x = jax.lax.dynamic_slice_in_dim(xs, i * batch_size, batch_size)
-    y = jax.lax.dynamic_slice_in_dim(ys, i * batch_size, batch_size)
-    guarded_train_step(model, optimizer, metrics, guard, x, y)
+@nnx.jit
+def _train_batch(model, optimizer, metrics, guard, x, y, batches, i):
+    # chapter 6's batch: the rows of step i of batch_indices, gathered on the device
+    rows = batches[i]  # (B,)
+    guarded_train_step(model, optimizer, metrics, guard, x[rows], y[rows])
 
 
 _eval_batch = nnx.jit(eval_step)
@@ -193,9 +192,9 @@ def fit(
             )
 
     def one_epoch(epoch, key, bar):
-        xs, ys = (x_dev, y_dev) if key is None else shuffle(key, x_dev, y_dev)
+        batches = batch_indices(key, len(y_dev), batch_size)  # (steps, B)
         for i in range(steps):
-            train_batch(xs, ys, i, batch_size=batch_size)
+            train_batch(x_dev, y_dev, batches, i)
             if (i + 1) % SHOW_EVERY == 0 or i + 1 == steps:
                 check(epoch)
                 running = metrics.compute()

@@ -172,13 +172,13 @@ def test_num_classes_does_not_call_the_model():
 def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
     x, y = blobs(64)
     seen = []
-    real_shuffle = nnx_training.shuffle
+    real_batch_indices = nnx_training.batch_indices
 
-    def recording_shuffle(key, xs, ys):
+    def recording_batch_indices(key, n, batch_size):
         seen.append(np.asarray(jax.random.key_data(key)))
-        return real_shuffle(key, xs, ys)
+        return real_batch_indices(key, n, batch_size)
 
-    monkeypatch.setattr(nnx_training, "shuffle", recording_shuffle)
+    monkeypatch.setattr(nnx_training, "batch_indices", recording_batch_indices)
     model = MLP([20, 4], rngs=nnx.Rngs(0))
     key = jax.random.key(7)
     nnx_training.fit(

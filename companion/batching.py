@@ -71,6 +71,8 @@ def batch_indices(key: jax.Array | None, n: int, batch_size: int) -> jax.Array:
         >>> idx.shape, sorted(idx.ravel().tolist()) == list(range(10))
         ((2, 5), True)
     """
+    if not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an integer; got {batch_size!r}")
     steps = full_batches(n, batch_size)  # refuses batch_size <= 0 or > n
     order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
     return order[: steps * batch_size].reshape(steps, batch_size)

@@ -114,3 +114,15 @@ def test_full_batches_counts_only_full_ones_and_refuses_none():
         batching.full_batches(10, 32)
     with pytest.raises(ValueError, match="batch_size must be positive; got 0"):
         batching.full_batches(10, 0)
+
+
+def test_batch_indices_against_a_numpy_permutation_and_its_refusals():
+    key = jax.random.key(3)
+    perm = np.asarray(jax.random.permutation(key, 10))
+    np.testing.assert_array_equal(
+        batching.batch_indices(key, 10, 3), perm[:9].reshape(3, 3)
+    )
+    with pytest.raises(TypeError, match=r"batch_size must be an integer; got 2\.5"):
+        batching.batch_indices(key, 10, 2.5)
+    with pytest.raises(ValueError, match="no full batch"):
+        batching.batch_indices(None, 3, 4)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from companion.checks import check_finite, check_labels
+from companion.checks import check_finite, check_labels, is_concrete
 
 __all__ = [
     "cross_entropy",
@@ -211,7 +211,7 @@ def cross_entropy_onehot(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
     if not jnp.issubdtype(targets.dtype, jnp.floating):
         targets = targets.astype(logits.dtype)
     check_finite(targets, name="targets")
-    if not isinstance(targets, jax.core.Tracer) and bool(jnp.any(targets < 0)):
+    if is_concrete(targets) and bool(jnp.any(targets < 0)):
         raise ValueError(
             "targets must be non-negative (probabilities); found a negative entry"
         )

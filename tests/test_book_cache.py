@@ -1,7 +1,8 @@
 """The execution cache follows the data: build, change MNIST, build again, new numbers.
 
-A one-page book with the real configuration's extension (book/_ext/data_fingerprint.py)
-and execution mode ("cache"), built with `jupyter-book build` as `make book` does.
+A one-page book with the real configuration's extensions (book/_ext/data_fingerprint.py,
+exec_total.py) and execution mode ("cache"), built with `jupyter-book build` as
+`make book` does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from companion.data import load_mnist
 
 print(f"TRAIN={len(load_mnist().train.y)}")
 ```
+
+```{exec-total}
+```
 """
 
 
@@ -50,6 +54,8 @@ def build(book: Path, data: Path) -> str:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (book / "_build" / "html" / "page.html").read_text()
+    # book/_ext/exec_total.py: the page's own execution, the only one
+    assert re.search(r"All 1 executed pages together: \d+ s", html), html[-2000:]
     return re.search(r"TRAIN=(\d+)", html).group(1)
 
 
@@ -61,6 +67,7 @@ def book(tmp_path: Path) -> Path:
         "title: probe\nexecute:\n  execute_notebooks: cache\n"
         "sphinx:\n  local_extensions:\n"
         f"    data_fingerprint: {ROOT / 'book' / '_ext'}\n"
+        f"    exec_total: {ROOT / 'book' / '_ext'}\n"
     )
     return tmp_path
 

@@ -33,7 +33,7 @@ from companion.data_stats import (  # confusion_matrix: offered here too (chapte
     confusion_matrix,  # noqa: F401
     input_stats,
 )
-from companion.intercept import layers_recorded
+from companion.intercept import layer_names, layer_summaries
 
 __all__ = [
     "LayerStats",
@@ -102,23 +102,30 @@ def _loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def _layer_grads(model: nnx.Module, x: jax.Array, y: jax.Array):
-    """Each layer's output ``z`` and ``∂L/∂z`` per example, by path; and the logits."""
-    outputs: dict[str, jax.Array] = {}
-    with layers_recorded(model, outputs):
-        logits = model(x)
-    if not outputs:
-        raise ValueError(
-            f"no nnx.Linear or nnx.Conv layer ran in a call of {type(model).__name__}"
-        )
+# The computations below are compiled once per model structure and batch shape
+# (module-level nnx.jit): run eagerly, each of their many small operations would be
+# compiled on its own, for every new shape.
 
-    def loss_of(shift):
-        with layers_recorded(model, {}, shift):
-            return _loss(model(x), y)
 
-    zeros = {name: jnp.zeros_like(z) for name, z in outputs.items()}
-    # mean loss: ∂L/∂z of example i is 1/B of its own loss's; 0 stays 0
-    return outputs, jax.grad(loss_of)(zeros), logits
+@nnx.jit
+def _batch_loss(model: nnx.Module, x: jax.Array, y: jax.Array) -> jax.Array:
+    return _loss(model(x), y)
+
+
+@nnx.jit
+def _outputs(model: nnx.Module, x: jax.Array, y: jax.Array):
+    """Whether the outputs look like probabilities (rows in [0, 1] summing to 1), and
+    the loss."""
+    logits = model(x)  # (B, C)
+    rows = jnp.sum(logits, axis=-1)
+    unit = jnp.all((logits >= 0) & (logits <= 1)) & jnp.all(jnp.abs(rows - 1) < 1e-3)
+    return unit, _loss(logits, y)
+
+
+@nnx.jit
+def _grad_norms(model: nnx.Module, x: jax.Array, y: jax.Array) -> nnx.State:
+    grads = nnx.grad(lambda m: _loss(m(x), y))(model)
+    return jax.tree.map(lambda g: jnp.linalg.norm(jnp.ravel(g)), grads)
 
 
 def _prepare(model, x, y, activation):
@@ -149,14 +156,12 @@ def layer_stats(
         x: a batch ``(B, ...)`` the model takes; y: its labels ``(B,)``.
     """
     model, x, y = _prepare(model, x, y, activation)
-    outputs, grads, _ = _layer_grads(model, x, y)
-    stats = []
-    for name, z in outputs.items():
-        silent = (grads[name] == 0).reshape(-1, z.shape[-1]).all(axis=0)  # (units,)
-        stats.append(
-            LayerStats(name, float(z.mean()), float(z.std()), float(silent.mean()))
-        )
-    return stats
+    names = layer_names(model, x)
+    summaries = layer_summaries(model, x, y, _loss)
+    return [
+        LayerStats(name, *map(float, summary))
+        for name, summary in zip(names, summaries, strict=True)
+    ]
 
 
 def grad_norms(
@@ -168,14 +173,13 @@ def grad_norms(
     The loss is the mean cross-entropy of the model's logits (in float32).
     """
     model, x, y = _prepare(model, x, y, activation)
-    grads = nnx.grad(lambda m: _loss(m(x), y))(model)
     return {
-        "/".join(map(str, path)): float(jnp.linalg.norm(jnp.ravel(g[...])))
-        for path, g in nnx.to_flat_state(grads)
+        "/".join(map(str, path)): float(norm[...])
+        for path, norm in nnx.to_flat_state(_grad_norms(model, x, y))
     }
 
 
-@nnx.jit  # module-level: compiled once per model structure and batch shape
+@nnx.jit
 def _adam_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(lambda m: _loss(m(x), y))(model)
     optimizer.update(model, grads)
@@ -202,10 +206,10 @@ def overfit_one_batch(
         raise ValueError(f"steps must be at least 1; got {steps}")
     model, x, y = _prepare(model, x, y, activation)
     optimizer = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
-    first = float(_loss(model(x), y))
+    first = float(_batch_loss(model, x, y))
     for _ in range(steps):
         _adam_step(model, optimizer, x, y)
-    final = float(_loss(model(x), y))
+    final = float(_batch_loss(model, x, y))
     return OverfitResult(first, final, steps, target, bool(final < target))
 
 
@@ -236,15 +240,14 @@ def report(
         f"{stats.max:.3g}], {stats.constant_features} constant feature(s)"
     )
     problems += [f"inputs: {w}" for w in stats.warnings]
-    logits = model(xa)  # (B, C)
-    classes = int(logits.shape[-1])
-    rows = jnp.sum(logits, axis=-1)
-    if bool(jnp.all((logits >= 0) & (logits <= 1)) & jnp.all(jnp.abs(rows - 1) < 1e-3)):
+    classes = int(jax.eval_shape(model, xa[:1]).shape[-1])
+    probabilities, loss = _outputs(model, xa, ya)
+    if bool(probabilities):
         problems.append(
             "outputs: every row is in [0, 1] and sums to 1 — probabilities, where "
             "the cross-entropy expects logits: remove the softmax from the model"
         )
-    loss, chance = float(_loss(logits, ya)), math.log(classes)
+    loss, chance = float(loss), math.log(classes)
     lines.append(f"loss: {loss:.4g} (chance, ln {classes}: {chance:.4g})")
     if not math.isfinite(loss):
         problems.append(f"loss: {loss} — not finite")

@@ -3,17 +3,22 @@
 :func:`layers_recorded` intercepts every ``nnx.Linear`` and ``nnx.Conv`` (subclasses
 too) of a model during a call and records each one's output by the layer's path in the
 model: nothing is added to the model, and its classes are restored afterwards.
+:func:`layer_names` and :func:`layer_summaries` read, with it, each layer's outputs and
+its *dead* units (no gradient for any example): compiled once per model structure and
+batch shape, as eager calls would compile each of their small operations on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
-import jax.numpy as jnp  # noqa: F401  (the doctest's)
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["LAYERS", "layers_recorded"]
+__all__ = ["LAYERS", "layer_names", "layer_summaries", "layers_recorded"]
 
 LAYERS = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)  # the layers read, subclasses too
 
@@ -66,3 +71,39 @@ def layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
                 del cls.__call__  # it was inherited
             else:
                 cls.__call__ = call
+
+
+def layer_names(model: nnx.Module, x: jax.Array) -> list[str]:
+    """The paths of the layers a call records, in call order (traced, not run)."""
+    outputs: dict[str, jax.Array] = {}
+    with layers_recorded(model, outputs):
+        jax.eval_shape(model, x)
+    if not outputs:
+        raise ValueError(
+            f"no nnx.Linear or nnx.Conv layer ran in a call of {type(model).__name__}"
+        )
+    return list(outputs)
+
+
+@functools.partial(nnx.jit, static_argnames="loss")
+def layer_summaries(
+    model: nnx.Module, x: jax.Array, y: jax.Array, loss: Callable
+) -> list:
+    """Per recorded layer, in call order: the mean and std of its output ``z``, and
+    the fraction of its units whose ``∂L/∂z`` is 0 for every example and position."""
+    outputs: dict[str, jax.Array] = {}
+    with layers_recorded(model, outputs):
+        model(x)
+
+    def loss_of(shift):
+        with layers_recorded(model, {}, shift):
+            return loss(model(x), y)
+
+    zeros = {name: jnp.zeros_like(z) for name, z in outputs.items()}
+    # mean loss: ∂L/∂z of example i is 1/B of its own loss's; 0 stays 0
+    grads = jax.grad(loss_of)(zeros)
+    summaries = []
+    for name, z in outputs.items():
+        silent = (grads[name] == 0).reshape(-1, z.shape[-1]).all(axis=0)  # (units,)
+        summaries.append((z.mean(), z.std(), silent.mean()))
+    return summaries

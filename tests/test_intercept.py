@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from companion.intercept import layers_recorded
+from companion.intercept import layer_names, layer_summaries, layers_recorded
 
 
 class Scaled(nnx.Linear):  # a subclass that calls its parent's __call__
@@ -55,3 +55,31 @@ def test_the_classes_are_restored():
     with layers_recorded(Net(nnx.Rngs(0)), {}):
         assert nnx.Linear.__dict__["__call__"] is not before[0]
     assert (nnx.Linear.__dict__["__call__"], Scaled.__dict__["__call__"]) == before
+
+
+def summed(logits, y):  # a loss: the logits weighted by y, summed
+    return (logits * y).sum()
+
+
+def test_layer_summaries_against_the_recorded_outputs_and_their_gradients():
+    model = Net(nnx.Rngs(0))
+    model.first.bias[...] = jnp.array([-100.0, 0.0, 0.0, 0.0])  # unit 0: dead
+    x = jnp.asarray(np.random.default_rng(1).random((6, 3), dtype=np.float32))
+    y = jnp.ones((6, 2))
+    assert layer_names(model, x) == ["first", "blocks/0"]
+    summaries = layer_summaries(model, x, y, summed)
+    # the references: eager, outside jit; d loss / d z of `first` as in the test above
+    outputs = {}
+    with layers_recorded(model, outputs):
+        model(x)
+    w = np.asarray(model.blocks[0].kernel[...])
+    relu_on = np.asarray(outputs["first"]) > 0
+    grad_first = relu_on * w.sum(axis=1)  # (6, 4)
+    dead_first = (grad_first == 0).all(axis=0).mean()
+    assert dead_first >= 0.25  # unit 0 at least
+    for (mean, std, dead), name, want_dead in zip(
+        summaries, ["first", "blocks/0"], [dead_first, 0.0], strict=True
+    ):
+        z = np.asarray(outputs[name], np.float64)
+        np.testing.assert_allclose([mean, std], [z.mean(), z.std()], rtol=1e-5)
+        assert float(dead) == want_dead

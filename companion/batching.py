@@ -1,9 +1,9 @@
 """Minibatches: counting, validating and shuffling a dataset, and the per-epoch key.
 
 What every training loop needs between :func:`companion.data.load_mnist` and a step:
-:func:`check_dataset` (once, at the entry), :func:`epoch_key` and
-:func:`batch_indices` (each epoch: chapter 5's shuffled full batches, as row indices),
-:func:`shuffle`, and :func:`batches` (a plain iterator of batches, validated once).
+:func:`check_dataset` (once, at the entry), :func:`epoch_key` and :func:`batch_indices`
+(each epoch: chapter 5's shuffled full batches, as row indices), and :func:`batches` (a
+plain iterator of batches, validated once).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ __all__ = [
     "epoch_key",
     "full_batches",
     "num_batches",
-    "shuffle",
 ]
 
 
@@ -132,16 +131,6 @@ def epoch_key(key: jax.Array | None, epoch: int) -> jax.Array | None:
     (:func:`companion.training.fit`, :func:`companion.nnx_training.fit`).
     """
     return None if key is None else jax.random.fold_in(key, epoch)
-
-
-@jax.jit
-def shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Shuffle ``(x, y)`` by ``jax.random.permutation(key, N)``, in one compiled gather.
-
-    The key comes first, as in ``jax.random``; images and labels move together.
-    """
-    perm = jax.random.permutation(key, y.shape[0])
-    return x[perm], y[perm]
 
 
 def batches(

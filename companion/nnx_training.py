@@ -117,6 +117,32 @@ def _evaluate(
     return Metrics(float(result["loss"]), float(result["accuracy"]))
 
 
+def check_guard(guard: NonFiniteGuard, epoch: int) -> None:
+    """Raise :class:`~companion.loop.NonFiniteLossError` naming the first step the
+    guard undid, if any (waits for the device)."""
+    bad = int(guard.first_bad_step[...])
+    if bad >= 0:
+        what = (
+            f"loss {float(guard.bad_loss[...])}, "
+            f"gradient norm {float(guard.bad_grad_norm[...])}"
+        )
+        if bool(guard.bad_params[...]):
+            what += ", and the update made the parameters non-finite"
+        raise diverged(
+            epoch,
+            f"{what}. That step and the ones after it were undone: the model "
+            "holds the parameters from before it",
+            where=f"at optimizer step {bad}",
+        )
+
+
+def epoch_stats(metrics: nnx.MultiMetric) -> EpochStats:
+    """The epoch's running loss, accuracy and gradient norm; the metrics reset."""
+    stats = {k: float(v) for k, v in metrics.compute().items()}
+    metrics.reset()
+    return EpochStats(stats["loss"], stats["accuracy"], stats["grad_norm"])
+
+
 def fit(
     model: nnx.Module,
     optimizer: nnx.Optimizer,
@@ -175,28 +201,12 @@ def fit(
     metrics, guard = make_metrics(), NonFiniteGuard()
     train_batch = nnx.cached_partial(_train_batch, model, optimizer, metrics, guard)
 
-    def check(epoch):  # waits for the device
-        bad = int(guard.first_bad_step[...])
-        if bad >= 0:
-            what = (
-                f"loss {float(guard.bad_loss[...])}, "
-                f"gradient norm {float(guard.bad_grad_norm[...])}"
-            )
-            if bool(guard.bad_params[...]):
-                what += ", and the update made the parameters non-finite"
-            raise diverged(
-                epoch,
-                f"{what}. That step and the ones after it were undone: the model "
-                "holds the parameters from before it",
-                where=f"at optimizer step {bad}",
-            )
-
     def one_epoch(epoch, key, bar):
         batches = batch_indices(key, len(y_dev), batch_size)  # (steps, B)
         for i in range(steps):
             train_batch(x_dev, y_dev, batches, i)
             if (i + 1) % SHOW_EVERY == 0 or i + 1 == steps:
-                check(epoch)
+                check_guard(guard, epoch)
                 running = metrics.compute()
                 bar.advance(
                     (i % SHOW_EVERY) + 1,
@@ -204,9 +214,7 @@ def fit(
                     loss=f"{float(running['loss']):.4f}",
                     acc=f"{float(running['accuracy']):.3f}",
                 )
-        stats = {k: float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        return EpochStats(stats["loss"], stats["accuracy"], stats["grad_norm"])
+        return epoch_stats(metrics)
 
     return run(
         one_epoch,

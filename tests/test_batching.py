@@ -96,18 +96,6 @@ def test_check_dataset_names_the_problem():
         batching.check_dataset(np.array([[0.0], [1.0], [np.inf]]), np.arange(3))
 
 
-def test_shuffle_permutes_pairs_together_and_follows_the_key():
-    x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)  # row i holds 3i, 3i+1, 3i+2
-    y = np.arange(50, dtype=np.int32)
-    xs, ys = (np.asarray(a) for a in batching.shuffle(jax.random.key(3), x, y))
-    # a real permutation
-    assert sorted(ys.tolist()) == list(range(50)) and not np.array_equal(ys, y)
-    np.testing.assert_array_equal(xs, x[ys])  # each image travelled with its label
-    again = np.asarray(batching.shuffle(jax.random.key(3), x, y)[1])
-    other = np.asarray(batching.shuffle(jax.random.key(4), x, y)[1])
-    assert np.array_equal(again, ys) and not np.array_equal(other, ys)
-
-
 def test_full_batches_counts_only_full_ones_and_refuses_none():
     assert [batching.full_batches(n, 32) for n in (32, 63, 64, 1000)] == [1, 1, 2, 31]
     with pytest.raises(ValueError, match="larger than the 10 examples"):

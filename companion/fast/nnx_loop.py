@@ -22,26 +22,26 @@ import numpy as np
 from flax import nnx
 
 from companion import nnx_steps, nnx_training
-from companion.batching import full_batches, shuffle
+from companion.batching import batch_indices, full_batches
 from companion.fast import rows
 from companion.fast.conv import FastConv
-from companion.loop import EpochStats, History, diverged, run
+from companion.loop import History, run
 
 __all__ = ["fast_fit", "loops_well"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7, 8), donate_argnums=2)
-def _fast_train_steps(graphdef, treedef, leaves, xs, ys, first, count, batch, groups):
+@functools.partial(jax.jit, static_argnums=(0, 1, 7, 8), donate_argnums=2)
+def _fast_train_steps(graphdef, treedef, leaves, x, y, batches, first, count, groups):
     # Steps first .. first + count - 1 of the epoch in one call (a lax.scan over the
-    # batch index). The state travels as a flat list of arrays: jit's C++ dispatch
+    # step index), each on the rows batches[i] (chapter 6's batch_indices) gathered on
+    # the device. The state travels as a flat list of arrays: jit's C++ dispatch
     # handles a list at full speed.
     loss = rows.grouped_loss_fn(nnx_steps.loss_fn, groups)
 
     def step(leaves, i):
         objects = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-        x = jax.lax.dynamic_slice_in_dim(xs, i * batch, batch)  # on the device
-        y = jax.lax.dynamic_slice_in_dim(ys, i * batch, batch)
-        nnx_steps.guarded_train_step(*objects, x, y, loss)
+        idx = batches[i]  # (B,)
+        nnx_steps.guarded_train_step(*objects, x[idx], y[idx], loss)
         return jax.tree.leaves(nnx.state(objects)), None
 
     if count == 1:
@@ -103,20 +103,17 @@ def fast_fit(
     objects = (model, optimizer, metrics, guard)
 
     def one_epoch(epoch, key, bar):
-        xs, ys = (x_dev, y_dev) if key is None else shuffle(key, x_dev, y_dev)
+        batches = batch_indices(key, len(y_dev), batch_size)  # (steps, B)
         graphdef, state = nnx.split(objects)
         leaves, treedef = jax.tree.flatten(state)
         for first in range(0, steps, steps_per_call):
             count = min(steps_per_call, steps - first)
             leaves = _fast_train_steps(
-                graphdef, treedef, leaves, xs, ys, first, count, batch_size, groups
+                graphdef, treedef, leaves, x_dev, y_dev, batches, first, count, groups
             )
         nnx.update(objects, jax.tree.unflatten(treedef, leaves))
-        if (bad := int(guard.first_bad_step[...])) >= 0:
-            raise diverged(epoch, "non-finite", where=f"at optimizer step {bad}")
-        stats = {k: float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        return EpochStats(stats["loss"], stats["accuracy"], stats["grad_norm"])
+        nnx_training.check_guard(guard, epoch)
+        return nnx_training.epoch_stats(metrics)
 
     return run(
         one_epoch,

@@ -106,6 +106,7 @@ def test_fingerprint_names_the_content_not_the_place(tmp_path):
     assert str(tmp_path) not in line
 
 
+@pytest.mark.imports
 def test_loading_imports_no_torch(tiny_mnist):
     root, _ = tiny_mnist
     code = (

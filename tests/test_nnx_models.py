@@ -182,6 +182,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     assert cnn.conv1.kernel.dtype == jnp.float32 and cnn(x).dtype == jnp.bfloat16
 
 
+@pytest.mark.imports
 def test_the_models_are_the_chapters_and_load_no_cpu_speed_path():
     # the opt-in forms live in companion.fast (fast_cnn), not behind an option here
     params = set(inspect.signature(CNN.__init__).parameters)

@@ -199,6 +199,7 @@ def test_each_epoch_shuffles_with_its_own_key(monkeypatch):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.imports
 def test_fit_has_no_backend_dependent_settings_and_loads_no_speed_path():
     names = set(inspect.signature(nnx_training.fit).parameters)
     assert not names & {"groups", "steps_per_call", "check_every"}

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import companion
 
 LIGHT = (
@@ -23,6 +25,7 @@ def _loaded(module: str, heavy: tuple[str, ...]) -> str:
     return _python(LIGHT.format(module=module, heavy=heavy))
 
 
+@pytest.mark.imports
 def test_import_companion_does_not_import_torch():
     # every module offered here, companion.torch_bridge included: it imports torch only
     # when its functions are called (every module of the subpackages: below)
@@ -33,6 +36,7 @@ def test_import_companion_does_not_import_torch():
     assert _python(code) == "False"
 
 
+@pytest.mark.imports
 def test_the_early_chapters_modules_load_no_training_libraries():
     # chapters 2-4 start with these: they must not pay for flax, optax, orbax,
     # matplotlib or torch
@@ -41,6 +45,7 @@ def test_the_early_chapters_modules_load_no_training_libraries():
         assert _loaded(module, heavy) == "[]", module
 
 
+@pytest.mark.imports
 def test_submodules_load_on_first_use():
     code = (
         "import sys, companion; before = 'companion.nnx_models' in sys.modules; "

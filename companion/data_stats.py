@@ -94,9 +94,9 @@ def input_stats(x: ArrayLike) -> InputStats:
             f"the mean {mean:.3g} is far from 0 for values of spread {std:.3g}: "
             "subtract the mean"
         )
-    # fmax/fmin skip NaN (an all-NaN feature is NaN, not constant), without a warning
-    hi_f, lo_f = np.fmax.reduce(x, axis=0), np.fmin.reduce(x, axis=0)
-    constant = int((hi_f == lo_f).sum()) if len(x) > 1 else 0
+    # one value in every example: a NaN or an infinity is not a value of the feature
+    same = (x.max(axis=0) == x.min(axis=0)) & finite.all(axis=0)
+    constant = int(same.sum()) if len(x) > 1 else 0
     return InputStats(
         mean, std, lo, hi, constant, int((~finite).sum()), tuple(warnings)
     )

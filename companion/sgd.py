@@ -193,9 +193,9 @@ def train_epoch(
     if validate:
         check_inputs(x, y, params, activation)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    batches = batch_indices(key, len(y), batch_size)  # (steps, B), checked
-    if mode == "scan":
+    if mode == "scan":  # its batch_indices, traced, checks the batch size
         return train_epoch_scan(params, x, y, key, lr, batch_size, activation)
+    batches = batch_indices(key, len(y), batch_size)  # (steps, B), checked
     step = jit_update if mode == "jit" else sgd_update
     batch_losses = []
     for rows in batches:

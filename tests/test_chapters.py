@@ -6,8 +6,9 @@ build (`_build/jupyter_execute/`, on `$COMPANION_DATA_DIR`) and once by nbmake
 leaves in `_nbmake/DATA_DIR`). CI gives the two different MNISTs (the full set and a
 sample), so every assertion runs on both. The determinism check needs two executions on
 the *same* data: when the nbmake data differs from the book's, the chapter is executed
-once more here, on the nbmake data. Where an executed copy is missing or stale, the
-chapter is executed here too.
+once more here, on the nbmake data (`make unit` hands it the persistent JAX compilation
+cache that nbmake's execution filled: the same programs, not compiled again). Where an
+executed copy is missing or stale, the chapter is executed here too.
 """
 
 from __future__ import annotations

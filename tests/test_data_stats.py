@@ -21,6 +21,10 @@ def test_input_stats_on_hand_made_data():
     nan = data_stats.input_stats(x)
     assert nan.non_finite == 1 and "1 values are NaN or infinite" in nan.warnings
     assert nan.max == 4.0  # statistics over the finite values
+    # feature 0 now holds a NaN and 0s: not one value in every example; feature 2
+    # still is (the count by hand, over the features with every value finite)
+    by_hand = sum(np.isfinite(col).all() and len(set(col.tolist())) == 1 for col in x.T)
+    assert nan.constant_features == by_hand == 1
 
 
 def test_confusion_matrix_against_counting():

@@ -99,6 +99,12 @@ def test_avg_pool_against_numpy_windows():
             lambda: same_conv(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 1, 1))),
             "x has 3 channels but the kernel expects 1",
         ),
+        (
+            lambda: same_conv(
+                jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 2)), jnp.ones(3)
+            ),
+            r"bias must be \(2,\), one per output channel; got \(3,\)",
+        ),
         (lambda: patches(jnp.ones((5, 5, 1)), 3, 3), r"takes x \(B, H, W, C\)"),
         (lambda: patches(jnp.ones((1, 5, 5, 1)), 3, 2), "odd and positive"),
         (lambda: avg_pool(jnp.ones((1, 5, 4, 1))), "divide the height and width"),

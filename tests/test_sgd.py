@@ -117,6 +117,9 @@ def test_the_caller_keeps_the_parameters_it_passed():
         ),
         ({"batch_size": 0}, ValueError, "batch_size must be positive; got 0"),
         ({"batch_size": 1000}, ValueError, "larger than the 100 examples"),
+        # the scanned epoch checks them while tracing, with the same messages
+        ({"batch_size": 0, "mode": "scan"}, ValueError, "must be positive; got 0"),
+        ({"batch_size": 2.5, "mode": "scan"}, TypeError, "an integer; got 2.5"),
     ],
 )
 def test_train_epoch_refuses_bad_arguments(kwargs, error, match):

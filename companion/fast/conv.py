@@ -9,19 +9,14 @@ appendix measures both). :func:`same_conv` takes one of three routes:
   :func:`companion.fast.winograd.winograd_conv`, 4/9 of the multiply-adds.
 - **Patches × matrix** (other kernels; 3×3 with ``winograd=False``): every pixel's
   ``kh·kw·C`` values under the kernel (:func:`patches`) times the kernel reshaped to
-  ``(kh·kw·C, O)``. The kernel's gradient, ``patches^T @ g``, is written by hand
-  (``jax.custom_vjp``) in the layout XLA:CPU runs fast (``jax.grad`` writes a
-  ``(O, kh·kw·C)`` product then a transpose, several times slower for the first layer),
-  its pixels split into one group per CPU thread, each group's sum its own product.
-- **Shifted taps** (one channel in: the book's first layer): a sum over the taps of the
-  shifted image times each tap's weights, one fused loop over the output (rows of
-  patches ``kh·kw`` long would be mostly memory traffic); the kernel's gradient still
-  ``patches^T @ g`` by hand.
+  ``(kh·kw·C, O)``; the kernel's gradient, ``patches^T @ g``, written by hand
+  (``jax.custom_vjp``) in the layout XLA:CPU runs fast, one group of pixels per thread.
+- **Shifted taps** (one channel in: the book's first layer): the shifted image times
+  each tap's weights, summed in one fused loop over the output.
 
-Forward-mode differentiation (``jax.jvp``) is therefore not defined through
-:func:`same_conv`; ``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of
-gradients are. Average pooling as a reshape and a mean (:func:`avg_pool`) has a
-broadcast for its gradient, where ``lax.reduce_window``'s is a padded scatter.
+``jax.grad``, ``jax.vjp``, ``jit``, ``vmap`` and gradients of gradients go through
+:func:`same_conv`; forward mode (``jax.jvp``) does not. :func:`avg_pool` is a reshape
+and a mean, whose gradient is a broadcast (``lax.reduce_window``'s: a padded scatter).
 """
 
 from __future__ import annotations
@@ -77,6 +72,10 @@ def same_conv(
     kh, kw, c, o = kernel.shape
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel height and width must be odd; got {kh}×{kw}")
+    if bias is not None and jnp.shape(bias) != (o,):
+        raise ValueError(
+            f"bias must be ({o},), one per output channel; got {jnp.shape(bias)}"
+        )
     if c == 1:
         # One channel in: a product with kh·kw-long rows is mostly memory traffic (the
         # patches are written and read for a few multiply-adds per output); the taps as

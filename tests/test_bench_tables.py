@@ -33,6 +33,8 @@ def test_race_pairs_the_rounds():
     assert tables.race(rows, "slow", "scan").best == pytest.approx(5.0)
     assert tables.race(rows, "scan", "torch").verdict() == "ahead in all 4 rounds"
     assert tables.race(rows, "scan", "slow").verdict() == "behind in all 4 rounds"
+    two = [tables.Row(r.variant, r.times[:2], r.loss) for r in rows]
+    assert tables.race(two, "scan", "torch").verdict() == "ahead in both rounds"
     # medians alone would call scan ahead of numpy (1.0 vs 1.35): the rounds say how
     # often it was
     one = [tables.Row("a", (1.0,), 0.0), tables.Row("b", (2.0,), 0.0)]

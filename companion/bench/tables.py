@@ -118,13 +118,15 @@ class Race:
         return sum(r > 1 for r in self.ratios)
 
     def verdict(self) -> str:
-        """``"ahead in all N rounds"``, ``"behind in all N rounds"`` or ``"ahead in k of
-        N rounds"`` (a lead the machine's noise can undo)."""
+        """``"ahead in all N rounds"``, ``"behind in all N rounds"`` (``"both
+        rounds"`` for two) or ``"ahead in k of N rounds"`` (a lead the machine's noise
+        can undo)."""
         n = len(self.ratios)
+        every = {1: "the one round", 2: "both rounds"}.get(n, f"all {n} rounds")
         if self.wins == n:
-            return "ahead in the one round" if n == 1 else f"ahead in all {n} rounds"
+            return f"ahead in {every}"
         if self.wins == 0:
-            return "behind in the one round" if n == 1 else f"behind in all {n} rounds"
+            return f"behind in {every}"
         return f"ahead in {self.wins} of {n} rounds"
 
     def __str__(self) -> str:

@@ -37,6 +37,10 @@ def layers_recorded(model: nnx.Module, outputs: dict, shift=None) -> Iterator:
         >>> {name: z.shape for name, z in outputs.items()}
         {'layers/0': (2, 4)}
     """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(
+            f"layers_recorded reads an nnx.Module's layers; got {type(model).__name__}"
+        )
     names = {
         id(node): "/".join(map(str, path))
         for path, node in nnx.iter_graph(model)

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from companion.intercept import layer_names, layer_summaries, layers_recorded
@@ -83,3 +84,9 @@ def test_layer_summaries_against_the_recorded_outputs_and_their_gradients():
         z = np.asarray(outputs[name], np.float64)
         np.testing.assert_allclose([mean, std], [z.mean(), z.std()], rtol=1e-5)
         assert float(dead) == want_dead
+
+
+def test_a_model_that_is_not_an_nnx_module_is_refused_by_name():
+    params = [(jnp.ones((3, 2)), jnp.zeros(2))]  # chapter-2 params, not a module
+    with pytest.raises(TypeError, match=r"reads an nnx\.Module's layers; got list"):
+        layer_names(params, jnp.ones((1, 3)))

@@ -113,7 +113,9 @@ def measure(
 ) -> list[Startup]:
     """Time each probe ``cold`` times cold and ``warm`` times warm.
 
-    Each probe first runs once untimed, a warm-up.
+    First, one untimed run of all the probes together, a warm-up that finds every file
+    they touch. Before each cold run all of those files are evicted; the warm runs of a
+    probe follow its cold runs, which read its files back into the cache.
     """
     if cold < 1 or warm < 1:
         raise ValueError(
@@ -123,15 +125,21 @@ def measure(
         raise OSError(
             "cold runs need os.posix_fadvise (Linux) to evict files from the page cache"
         )
+    # one untimed run of every probe's statements together: it fills the page cache,
+    # and says which files the probes touch (their union is evicted before each cold run)
+    together = Probe(
+        "all probes",
+        "\n".join(p.statement for p in probes),
+        setup="\n".join(p.setup for p in probes if p.setup),
+    )
+    _, files = _run(together)
     rows = []
     for probe in probes:
-        # warm-up: fills the cache, and says which files the probe touches
-        _, files = _run(probe)
         cold_runs = []
         for _ in range(cold):
             evict(files)
             cold_runs.append(_run(probe)[0])
-        warm_runs = [_run(probe)[0] for _ in range(warm)]
+        warm_runs = [_run(probe)[0] for _ in range(warm)]  # the cold run cached them
         rows.append(
             Startup(
                 probe.name,

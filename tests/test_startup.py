@@ -27,6 +27,25 @@ def test_measure_times_cold_and_warm_runs():
     assert table.splitlines()[1].startswith("sleep") and f"{row.warm:.3f}" in table
 
 
+def test_each_cold_run_evicts_the_files_of_every_probe(monkeypatch):
+    evicted = []
+    monkeypatch.setattr(startup, "evict", lambda paths: evicted.append(set(paths)))
+    probes = [
+        startup.Probe("json", "import json"),
+        startup.Probe("csv", "csv.reader", setup="import csv"),
+    ]
+    rows = startup.measure(probes, cold=1, warm=1)
+    assert [r.name for r in rows] == ["json", "csv"]
+    assert len(evicted) == 2  # once before each probe's cold run
+    for files in evicted:
+        for module in ("json", "csv"):
+            assert any(
+                f.endswith(os.path.join(module, "__init__.py"))
+                or f.endswith(os.sep + module + ".py")
+                for f in files
+            ), module
+
+
 def test_evict_counts_the_files_it_could_open(tmp_path):
     f = tmp_path / "f"
     f.write_bytes(b"x" * 4096)

@@ -114,15 +114,19 @@ class MLP(nnx.Module):
             )
         for layer, (W, b) in zip(self.layers, params, strict=True):
             # copies: the model must not share `params`' buffers (training may donate)
-            layer.kernel[...] = jnp.array(W, layer.kernel.dtype, copy=True)
-            layer.bias[...] = jnp.array(b, layer.bias.dtype, copy=True)
+            layer.kernel.set_value(jnp.array(W, layer.kernel.dtype, copy=True))
+            layer.bias.set_value(jnp.array(b, layer.bias.dtype, copy=True))
 
     @classmethod
     def from_params(cls, params: mlp.Params, *, activation: str = "relu") -> MLP:
         """An NNX ``MLP`` holding exactly the given chapter-2 parameters."""
         mlp.check_params(params)
         sizes = [jnp.shape(params[0][0])[0]] + [jnp.shape(W)[1] for W, _ in params]
-        model = cls(sizes, rngs=nnx.Rngs(0), activation=activation)
+        # the layers' shapes only: drawing random values to overwrite them would cost
+        # a compilation of the initialiser per layer shape
+        model = nnx.eval_shape(
+            lambda: cls(sizes, rngs=nnx.Rngs(0), activation=activation)
+        )
         model.load_params(params)
         return model
 

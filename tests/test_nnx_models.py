@@ -95,6 +95,15 @@ def test_from_params_copies_so_training_cannot_delete_the_originals():
     assert not params[0][0].is_deleted()
 
 
+def test_from_params_builds_the_same_structure_as_the_constructor():
+    params = mlp.init_params([6, 5, 3], jax.random.key(0))
+    model = MLP.from_params(params)
+    # every variable holds a concrete array, none of eval_shape's placeholders
+    assert all(isinstance(v, jax.Array) for v in jax.tree.leaves(nnx.state(model)))
+    # the same graph: a step compiled for one model is reused for the other
+    assert nnx.graphdef(model) == nnx.graphdef(MLP([6, 5, 3], rngs=nnx.Rngs(1)))
+
+
 def test_load_params_refuses_other_shapes():
     model = MLP([784, 64, 10], rngs=nnx.Rngs(0))
     with pytest.raises(

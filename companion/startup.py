@@ -125,8 +125,9 @@ def measure(
         raise OSError(
             "cold runs need os.posix_fadvise (Linux) to evict files from the page cache"
         )
-    # one untimed run of every probe's statements together: it fills the page cache,
-    # and says which files the probes touch (their union is evicted before each cold run)
+    # one untimed run of every probe's statements together: it fills the page
+    # cache, and says which files the probes touch (their union is evicted before
+    # each cold run)
     together = Probe(
         "all probes",
         "\n".join(p.statement for p in probes),
